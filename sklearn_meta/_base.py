@@ -1,0 +1,501 @@
+"""What the three meta-learners share: input checks, device, seeding, skorch wiring.
+
+The estimators are plain scikit-learn classes. ``fit`` builds a private
+skorch net (``net_``) whose dataset items are episodes and whose batches are
+meta-batches; the algorithm lives in the torch module's ``forward`` (adapt
+every task of the meta-batch on its support set, return query predictions),
+so skorch's own training step is the outer update and its callbacks
+(progress bar, early stopping, checkpoints, LR schedules, history) work
+unchanged.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import math
+import numbers
+from collections.abc import Callable
+from numbers import Integral, Real
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator
+from sklearn.utils import check_random_state
+from sklearn.utils.multiclass import check_classification_targets, type_of_target
+from sklearn.utils.validation import check_is_fitted, validate_data
+from skorch import NeuralNet
+from skorch.callbacks import Callback, EpochScoring, ProgressBar
+from skorch.helper import predefined_split
+
+from ._compat import Interval
+from .nn.losses import EpisodeLoss, episode_scores
+from .tasks import (
+    Episodes,
+    EpisodeSampler,
+    GroupTaskSampler,
+    TaskCollection,
+    group_plan,
+    plan_episodes,
+)
+
+SHARED_PARAMETER_CONSTRAINTS: dict = {
+    "hidden_layer_sizes": ["array-like"],
+    "embedding_dim": [Interval(Integral, 1, None, closed="left")],
+    "input_shape": [tuple, list, None],
+    "n_way": [Interval(Integral, 2, None, closed="left")],
+    "k_shot": [Interval(Integral, 1, None, closed="left")],
+    "n_query": [Interval(Integral, 1, None, closed="left")],
+    "meta_batch_size": [Interval(Integral, 1, None, closed="left")],
+    "max_epochs": [Interval(Integral, 1, None, closed="left")],
+    "episodes_per_epoch": [Interval(Integral, 1, None, closed="left")],
+    "meta_lr": [Interval(Real, 0, None, closed="neither")],
+    "validation_fraction": [Interval(Real, 0, 1, closed="left")],
+    "callbacks": [list, None],
+    "device": [str, torch.device],
+    "random_state": ["random_state"],
+    "verbose": ["verbose"],
+}
+
+#: Episodes drawn once from the validation classes and reused every epoch, so
+#: that the validation scores of two epochs are comparable.
+N_VALIDATION_EPISODES = 100
+
+#: How many samples are embedded at once outside training.
+CHUNK_SIZE = 1024
+
+
+def resolve_device(device) -> torch.device:
+    """Turn the ``device`` parameter into a usable ``torch.device``."""
+    if isinstance(device, str) and device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(
+            f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}"
+        ) from None
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(
+                f"device={device!r} but no CUDA GPU is available to torch; "
+                "use device='cpu' or device='auto'"
+            )
+        if resolved.index is not None and resolved.index >= torch.cuda.device_count():
+            raise ValueError(
+                f"device={device!r} but only {torch.cuda.device_count()} GPU(s) exist"
+            )
+    elif resolved.type != "cpu":
+        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {device!r}")
+    return resolved
+
+
+def atomic(method: Callable) -> Callable:
+    """Restore the estimator's attributes when ``method`` raises.
+
+    A failed call must leave a fitted estimator exactly as it was. Every
+    method wrapped here assigns new objects to attributes rather than mutating
+    existing ones, so a shallow copy of ``__dict__`` is enough to undo it.
+    """
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        saved = dict(self.__dict__)
+        try:
+            return method(self, *args, **kwargs)
+        except BaseException as error:
+            if not isinstance(error, KeyboardInterrupt):
+                self.__dict__.clear()
+                self.__dict__.update(saved)
+            raise
+
+    return wrapper
+
+
+def is_task_list(X, y) -> bool:
+    """Whether ``X`` is a collection of ``(X_i, y_i)`` tasks rather than samples."""
+    if isinstance(X, TaskCollection):
+        return True
+    if y is not None or not isinstance(X, list | tuple) or not X:
+        return False
+    first = X[0]
+    return isinstance(first, list | tuple) and len(first) == 2
+
+
+class EpisodeDataset(torch.utils.data.Dataset):
+    """A sample pool on the device and a sampler: one item is one episode.
+
+    With ``fixed=True`` the episodes are drawn once (validation episodes
+    that stay the same every epoch); otherwise each epoch draws new ones.
+    """
+
+    def __init__(self, X: torch.Tensor, sampler, n_episodes: int, fixed: bool) -> None:
+        self.X = X
+        self.sampler = sampler
+        self.n_episodes = n_episodes
+        self.fixed_episodes = sampler.sample(n_episodes) if fixed else None
+
+    def __len__(self) -> int:
+        return self.n_episodes
+
+    def __getitem__(self, index: int):
+        episodes = self.epoch_episodes()[index : index + 1].to(self.X.device)
+        inputs = episodes.gather(self.X)
+        return {k: v[0] for k, v in inputs.items()}, episodes.query_target[0]
+
+    def epoch_episodes(self) -> Episodes:
+        if self.fixed_episodes is not None:
+            return self.fixed_episodes
+        return self.sampler.sample(self.n_episodes)
+
+
+class EpisodeLoader:
+    """skorch iterator over an :class:`EpisodeDataset`: yields meta-batches.
+
+    Each batch is ``({"support_x", "support_y", "query_x"}, query_y)``: the
+    episodes' index tensors are gathered from the device-resident pool in one
+    indexing operation per batch.
+    """
+
+    def __init__(self, dataset: EpisodeDataset, batch_size: int, **_ignored) -> None:
+        self.dataset = dataset
+        self.batch_size = batch_size
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.dataset) / self.batch_size)
+
+    def __iter__(self):
+        episodes = self.dataset.epoch_episodes().to(self.dataset.X.device)
+        for start in range(0, len(episodes), self.batch_size):
+            batch = episodes[start : start + self.batch_size]
+            yield batch.gather(self.dataset.X), batch.query_target
+
+
+class MetaNet(NeuralNet):
+    """skorch net whose loss adds the module's own regularisation, if any."""
+
+    def get_loss(self, y_pred, y_true, X=None, training=False):
+        loss = super().get_loss(y_pred, y_true, X=X, training=training)
+        regularization = getattr(self.module_, "regularization", None)
+        if training and regularization is not None:
+            loss = loss + regularization()
+        return loss
+
+
+class StopOnNonFiniteLoss(Callback):
+    """Stop meta-training with a clear error as soon as the loss is not finite."""
+
+    def __init__(self, hint: str) -> None:
+        self.hint = hint
+
+    def on_batch_end(self, net, batch=None, training=None, **kwargs):
+        loss = kwargs.get("loss")
+        if loss is not None and not torch.isfinite(loss).all():
+            epoch = len(net.history)
+            raise ValueError(
+                f"meta-training diverged: the loss became {loss.item()} in epoch "
+                f"{epoch}; {self.hint}"
+            )
+
+
+def _score_cached_episodes(regression: bool):
+    """An ``EpochScoring`` scorer over the cached query predictions of an epoch."""
+
+    def scorer(net, X, y):
+        predictions = net.forward(X)
+        targets = torch.as_tensor(y, device=predictions.device)
+        return episode_scores(predictions, targets, regression).mean().item()
+
+    return scorer
+
+
+class MetaLearnerBase(BaseEstimator):
+    """Shared machinery of the meta-learning estimators (not public).
+
+    Subclasses provide ``_build_module(input_shape, n_outputs)``, optionally
+    ``_divergence_hint()``, and their adaptation logic.
+    """
+
+    # -- input -----------------------------------------------------------------
+
+    def _validate_samples(self, X, *, reset: bool, y=None, y_numeric=False):
+        """Check ``X`` (and ``y``) and return float32 rows, flattening images.
+
+        On ``reset`` it records ``n_features_in_``, ``feature_names_in_`` and
+        ``input_shape_``; otherwise it checks ``X`` against them.
+        """
+        image_shape = None
+        if getattr(X, "ndim", None) is not None and X.ndim > 2:
+            array = np.asarray(X)
+            if array.ndim != 4:
+                raise ValueError(
+                    "X must be 2-D (n_samples, n_features) or 4-D images "
+                    f"(n_samples, channels, height, width); got shape {array.shape}"
+                )
+            image_shape = tuple(array.shape[1:])
+            X = array.reshape(array.shape[0], -1)
+        check = {"dtype": [np.float32, np.float64], "ensure_min_samples": 1}
+        if y is None:
+            X = validate_data(self, X, reset=reset, **check)
+        else:
+            X, y = validate_data(self, X, y, reset=reset, y_numeric=y_numeric, **check)
+        if reset:
+            self.input_shape_ = self._check_input_shape(image_shape, X.shape[1])
+        elif image_shape is not None and image_shape != self.input_shape_:
+            raise ValueError(
+                f"X has images of shape {image_shape}, but this estimator was "
+                f"fitted on images of shape {self.input_shape_}"
+            )
+        X = X.astype(np.float32, copy=False)
+        return X if y is None else (X, y)
+
+    def _check_input_shape(self, image_shape, n_features: int) -> tuple:
+        if image_shape is not None:
+            return image_shape
+        if self.input_shape is None:
+            return (n_features,)
+        shape = tuple(self.input_shape)
+        if not shape or not all(
+            isinstance(s, numbers.Integral) and int(s) > 0 for s in shape
+        ):
+            raise ValueError(
+                f"input_shape must be a tuple of positive ints such as (1, 28, 28), "
+                f"got {self.input_shape!r}"
+            )
+        if int(np.prod(shape)) != n_features:
+            raise ValueError(
+                f"input_shape={shape} holds {int(np.prod(shape))} values but X has "
+                f"{n_features} features per sample; fix input_shape or X"
+            )
+        return tuple(int(s) for s in shape)
+
+    def _validate_fit_data(self, X, y, groups, *, allow_regression: bool):
+        """Check the meta-training data; returns ``X, targets, groups, regression``.
+
+        Classification targets are encoded ``0..n_classes-1`` and the classes
+        stored in ``classes_``; regression (continuous ``y``) needs ``groups``.
+        """
+        if is_task_list(X, y):
+            if groups is not None:
+                raise ValueError(
+                    "groups must be None when X is a collection of (X, y) tasks: "
+                    "the tasks are the groups"
+                )
+            X, y, groups = TaskCollection(X).to_arrays()
+        if y is None:
+            raise ValueError(
+                f"{type(self).__name__}.fit needs y: pass fit(X, y), "
+                "fit(X, y, groups=task_ids) or fit(list_of_(X, y)_tasks)"
+            )
+        regression = False
+        if allow_regression:
+            target_type = type_of_target(y, input_name="y", raise_unknown=True)
+            regression = target_type in ("continuous", "continuous-multioutput")
+        X, y = self._validate_samples(X, reset=True, y=y, y_numeric=regression)
+        if regression:
+            if groups is None:
+                raise ValueError(
+                    "y is continuous (regression), so the tasks must be given: pass "
+                    "fit(X, y, groups=task_ids) or a list of (X, y) tasks; for "
+                    "classification pass integer or string class labels"
+                )
+            targets = y.astype(np.float32)
+        else:
+            check_classification_targets(y)
+            self.classes_, targets = np.unique(y, return_inverse=True)
+        if groups is not None:
+            groups = np.asarray(groups)
+            if groups.ndim != 1 or len(groups) != len(X):
+                raise ValueError(
+                    f"groups must be 1-D with one task id per sample: X has {len(X)} "
+                    f"samples, groups has shape {groups.shape}"
+                )
+        return X, targets, groups, regression
+
+    # -- device and seeds ------------------------------------------------------
+
+    def _seed(self) -> int:
+        return int(
+            check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
+        )
+
+    def _device(self) -> torch.device:
+        """The device of the fitted network (a pickle may have moved it to CPU)."""
+        return torch.device(self.net_.device)
+
+    # -- meta-training ---------------------------------------------------------
+
+    def _episode_samplers(self, targets, groups, regression, seed):
+        """Samplers for meta-training and meta-validation (held-out classes or tasks)."""
+        rng = np.random.default_rng(seed)
+        holdout_keys = groups if groups is not None else targets
+        valid_mask = np.zeros(len(targets), dtype=bool)
+        if self.validation_fraction > 0:
+            keys = np.unique(holdout_keys)
+            n_valid = int(round(self.validation_fraction * len(keys)))
+            if n_valid < 1 or n_valid > len(keys) - 1:
+                kind = "tasks" if groups is not None else "classes"
+                raise ValueError(
+                    f"validation_fraction={self.validation_fraction} holds out "
+                    f"{n_valid} of {len(keys)} {kind}; it must leave at least one "
+                    f"for validation and one for training: change validation_fraction"
+                )
+            valid_mask = np.isin(holdout_keys, rng.choice(keys, n_valid, replace=False))
+        samplers = []
+        for part, mask in (("training", ~valid_mask), ("validation", valid_mask)):
+            if not mask.any():
+                samplers.append(None)
+                continue
+            index = np.flatnonzero(mask)
+            where = f" ({part} part)" if self.validation_fraction > 0 else ""
+            samplers.append(
+                (
+                    index,
+                    self._sampler(
+                        targets[index],
+                        None if groups is None else groups[index],
+                        regression,
+                        seed + len(samplers),
+                        where,
+                    ),
+                )
+            )
+        return samplers
+
+    def _sampler(self, targets, groups, regression, seed, where):
+        if groups is not None:
+            n_way, n_query = group_plan(
+                targets,
+                groups,
+                self.n_way,
+                self.k_shot,
+                self.n_query,
+                regression=regression,
+            )
+            return GroupTaskSampler(
+                targets,
+                groups,
+                n_way,
+                self.k_shot,
+                n_query,
+                regression=regression,
+                seed=seed,
+            )
+        _, encoded = np.unique(targets, return_inverse=True)
+        n_way, n_query = plan_episodes(
+            np.bincount(encoded), self.n_way, self.k_shot, self.n_query, where=where
+        )
+        return EpisodeSampler(encoded, n_way, self.k_shot, n_query, seed=seed)
+
+    def _meta_train(
+        self, X: np.ndarray, targets, groups, regression: bool, build_module: Callable
+    ) -> MetaNet:
+        """Meta-train ``build_module()`` with skorch on episodes of ``X``; returns the net.
+
+        Runs inside a forked torch RNG seeded from ``random_state``, so the
+        same seed gives the same network bit for bit on CPU and the global RNG
+        of the caller is left alone.
+        """
+        device = resolve_device(self.device)
+        seed = self._seed()
+        train_part, valid_part = self._episode_samplers(
+            targets, groups, regression, seed
+        )
+        pool = torch.as_tensor(X, device=device)
+        train_index, train_sampler = train_part
+        train_set = EpisodeDataset(
+            pool[torch.as_tensor(train_index, device=device)],
+            train_sampler,
+            self.episodes_per_epoch,
+            fixed=False,
+        )
+        callbacks = [
+            ("stop_on_non_finite_loss", StopOnNonFiniteLoss(self._divergence_hint()))
+        ]
+        train_split = None
+        if valid_part is not None:
+            valid_index, valid_sampler = valid_part
+            valid_set = EpisodeDataset(
+                pool[torch.as_tensor(valid_index, device=device)],
+                valid_sampler,
+                N_VALIDATION_EPISODES,
+                fixed=True,
+            )
+            train_split = predefined_split(valid_set)
+            callbacks.append(
+                (
+                    "valid_neg_mse" if regression else "valid_acc",
+                    EpochScoring(
+                        _score_cached_episodes(regression),
+                        lower_is_better=False,
+                        on_train=False,
+                        name="valid_neg_mse" if regression else "valid_acc",
+                        use_caching=True,
+                    ),
+                )
+            )
+        if self.verbose >= 1:
+            callbacks.append(
+                (
+                    "progress_bar",
+                    ProgressBar(
+                        batches_per_epoch=math.ceil(
+                            self.episodes_per_epoch / self.meta_batch_size
+                        )
+                    ),
+                )
+            )
+        # skorch initialises the callbacks it is given in place: copies keep the
+        # user's instances untouched, so the estimator can be cloned and refitted.
+        callbacks += [copy.deepcopy(cb) for cb in (self.callbacks or [])]
+        cuda_devices = [device.index or 0] if device.type == "cuda" else []
+        with torch.random.fork_rng(devices=cuda_devices):
+            torch.manual_seed(seed)
+            net = MetaNet(
+                module=build_module(),
+                criterion=EpisodeLoss(regression=regression),
+                optimizer=torch.optim.Adam,
+                lr=self.meta_lr,
+                max_epochs=self.max_epochs,
+                batch_size=self.meta_batch_size,
+                iterator_train=EpisodeLoader,
+                iterator_valid=EpisodeLoader,
+                train_split=train_split,
+                callbacks=callbacks,
+                device=device,
+                verbose=int(self.verbose),
+            )
+            net.fit(train_set, y=None)
+        return net
+
+    def _divergence_hint(self) -> str:
+        return f"lower meta_lr (now {self.meta_lr})"
+
+    # -- shared fitted-state helpers -------------------------------------------
+
+    @property
+    def module_(self) -> torch.nn.Module:
+        """The meta-learned torch module."""
+        check_is_fitted(self, "net_")
+        return self.net_.module_
+
+    @property
+    def history_(self):
+        """skorch's training history: per-epoch losses and validation scores."""
+        check_is_fitted(self, "net_")
+        return self.net_.history
+
+    def _to_tensor(self, X: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(X, device=self._device())
+
+    def reset_adaptation(self):
+        """Forget the task adapted to by ``partial_fit``; go back to the fitted state.
+
+        Returns
+        -------
+        self : object
+            The estimator.
+        """
+        for name in [n for n in vars(self) if n.startswith("_adapted")]:
+            delattr(self, name)
+        return self

@@ -1,0 +1,566 @@
+"""MetaMetricClassifier: prototypical networks with a learned metric."""
+
+from __future__ import annotations
+
+import copy
+from numbers import Integral, Real
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from sklearn.base import (
+    ClassifierMixin,
+    ClassNamePrefixFeaturesOutMixin,
+    TransformerMixin,
+)
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted
+
+from ._base import (
+    CHUNK_SIZE,
+    SHARED_PARAMETER_CONSTRAINTS,
+    MetaLearnerBase,
+    MetaNet,
+    atomic,
+    resolve_device,
+)
+from ._compat import Interval, StrOptions, _fit_context
+from .nn.backbones import calibrate_batch_norm, embedding_size, make_backbone
+from .nn.losses import EpisodeLoss
+from .nn.prototypes import PrototypicalNetwork
+
+#: Training samples used to estimate the BatchNorm statistics after fit.
+N_CALIBRATION_SAMPLES = 4096
+
+
+class MetaMetricClassifier(
+    ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClassifierMixin, MetaLearnerBase
+):
+    """Metric-based meta-learning: prototypical networks with a learned metric.
+
+    ``fit`` meta-trains an embedding on episodes drawn from the training
+    classes: each episode averages its support examples into one prototype
+    per class and classifies its queries by their distance to the
+    prototypes. A new task needs no gradient step: ``partial_fit`` on its
+    few labelled examples builds the prototypes (running means, so it is
+    truly incremental), and ``predict`` assigns the nearest one.
+
+    Parameters
+    ----------
+    metric : {"euclidean", "cosine", "mahalanobis"}, default="euclidean"
+        Distance between embeddings and prototypes. ``"mahalanobis"`` learns
+        a positive diagonal metric plus a rank-``metric_rank`` term. Every
+        metric is scaled by a learned temperature.
+    metric_rank : int, default=0
+        Rank of the low-rank part of the Mahalanobis metric.
+    finetune_steps : int, default=0
+        Gradient steps that ``partial_fit`` takes on the embedding with the
+        task's support set (prototypical loss, Adam) before computing the
+        prototypes. 0 keeps the meta-learned embedding.
+    finetune_lr : float, default=1e-3
+        Learning rate of that fine-tuning.
+    backbone : {"auto", "mlp", "conv4", "conv4_strided"} or torch.nn.Module, default="auto"
+        Embedding network. ``"auto"`` is ``"conv4"`` for images (4-D ``X`` or
+        ``input_shape`` of length 3) and ``"mlp"`` for rows.
+    hidden_layer_sizes : tuple of int, default=(128, 128)
+        Hidden layers of the MLP backbone.
+    embedding_dim : int, default=64
+        Width of the embedding (channels of the Conv4 backbone).
+    input_shape : tuple of int, default=None
+        Shape ``(C, H, W)`` of one image when images come as flat rows.
+    n_way, k_shot, n_query : int, default=5, 1, 15
+        Shape of the training episodes: classes, support and query examples
+        per class. Training with more ways than at test time helps.
+    meta_batch_size : int, default=1
+        Episodes per optimiser step (one, as in the prototypical-network paper).
+    max_epochs : int, default=20
+        Passes of ``episodes_per_epoch`` episodes.
+    episodes_per_epoch : int, default=1000
+        Episodes per epoch.
+    meta_lr : float, default=1e-3
+        Adam's learning rate.
+    validation_fraction : float, default=0.0
+        Fraction of the classes held out to record few-shot validation
+        accuracy (``history_[:, "valid_acc"]``) each epoch.
+    callbacks : list of skorch callbacks, default=None
+        Extra skorch callbacks (early stopping, checkpoints, LR schedules);
+        copied before use.
+    device : {"auto", "cpu", "cuda"} or str, default="auto"
+        Where the network runs; ``"auto"`` picks CUDA when available.
+    random_state : int, RandomState instance or None, default=None
+        Seeds the initialisation and the episodes; the same seed gives the
+        same model bit for bit on CPU.
+    verbose : int, default=0
+        1 shows a progress bar and the per-epoch log.
+
+    Attributes
+    ----------
+    classes_ : ndarray of shape (n_classes,)
+        The classes ``predict`` chooses from: the training classes after
+        ``fit``, the task's classes after ``partial_fit``.
+    prototypes_ : ndarray of shape (n_classes, embedding_dim)
+        One embedding per class of ``classes_``.
+    net_ : skorch.NeuralNet
+        The private skorch net that meta-trained the module.
+    module_ : torch.nn.Module
+        The meta-learned :class:`~sklearn_meta.nn.prototypes.PrototypicalNetwork`.
+    history_ : skorch.History
+        Per-epoch training loss (and validation accuracy).
+    n_features_in_ : int
+        Number of features per sample (pixels for images).
+    feature_names_in_ : ndarray of str
+        Column names, when ``X`` was a DataFrame.
+    input_shape_ : tuple of int
+        Shape of one sample as the backbone sees it.
+
+    See Also
+    --------
+    MAMLFeatureExtractor : adapts by gradient steps from a learned initialisation.
+    LEOTransformer : adapts in a learned low-dimensional latent space.
+
+    References
+    ----------
+    .. [1] J. Snell, K. Swersky, R. Zemel. "Prototypical Networks for Few-shot
+       Learning". NeurIPS 2017.
+
+    Examples
+    --------
+    >>> from sklearn_meta import MetaMetricClassifier
+    >>> from sklearn_meta.datasets import make_glyph_tasks
+    >>> X, y = make_glyph_tasks(n_classes=30, n_per_class=10, random_state=0)
+    >>> train = y < 25
+    >>> clf = MetaMetricClassifier(backbone="conv4_strided", max_epochs=1,
+    ...                            episodes_per_epoch=20, random_state=0)
+    >>> clf = clf.fit(X[train], y[train])
+    >>> clf.partial_fit(X[~train][::10], y[~train][::10]).classes_
+    array([25, 26, 27, 28, 29])
+    >>> clf.transform(X[:2]).shape
+    (2, 64)
+    """
+
+    _parameter_constraints: dict = {
+        **SHARED_PARAMETER_CONSTRAINTS,
+        "backbone": [
+            StrOptions({"auto", "mlp", "conv4", "conv4_strided"}),
+            torch.nn.Module,
+        ],
+        "metric": [StrOptions({"euclidean", "cosine", "mahalanobis"})],
+        "metric_rank": [Interval(Integral, 0, None, closed="left")],
+        "finetune_steps": [Interval(Integral, 0, None, closed="left")],
+        "finetune_lr": [Interval(Real, 0, None, closed="neither")],
+    }
+
+    def __init__(
+        self,
+        metric="euclidean",
+        *,
+        metric_rank=0,
+        finetune_steps=0,
+        finetune_lr=1e-3,
+        backbone="auto",
+        hidden_layer_sizes=(128, 128),
+        embedding_dim=64,
+        input_shape=None,
+        n_way=5,
+        k_shot=1,
+        n_query=15,
+        meta_batch_size=1,
+        max_epochs=20,
+        episodes_per_epoch=1000,
+        meta_lr=1e-3,
+        validation_fraction=0.0,
+        callbacks=None,
+        device="auto",
+        random_state=None,
+        verbose=0,
+    ):
+        self.metric = metric
+        self.metric_rank = metric_rank
+        self.finetune_steps = finetune_steps
+        self.finetune_lr = finetune_lr
+        self.backbone = backbone
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.embedding_dim = embedding_dim
+        self.input_shape = input_shape
+        self.n_way = n_way
+        self.k_shot = k_shot
+        self.n_query = n_query
+        self.meta_batch_size = meta_batch_size
+        self.max_epochs = max_epochs
+        self.episodes_per_epoch = episodes_per_epoch
+        self.meta_lr = meta_lr
+        self.validation_fraction = validation_fraction
+        self.callbacks = callbacks
+        self.device = device
+        self.random_state = random_state
+        self.verbose = verbose
+
+    # -- building --------------------------------------------------------------
+
+    def _build_module(self) -> PrototypicalNetwork:
+        kind = self.backbone
+        if isinstance(kind, str) and kind == "auto":
+            kind = "conv4" if len(self.input_shape_) == 3 else "mlp"
+        backbone = make_backbone(
+            kind, self.input_shape_, self.hidden_layer_sizes, self.embedding_dim
+        )
+        if isinstance(kind, torch.nn.Module):
+            # A user's module is reused, never trained in place: refits and
+            # clones must start from the same weights.
+            backbone = copy.deepcopy(backbone)
+        return PrototypicalNetwork(
+            backbone,
+            embedding_size(backbone, self.input_shape_),
+            metric=self.metric,
+            metric_rank=self.metric_rank,
+        )
+
+    # -- fit -------------------------------------------------------------------
+
+    @atomic
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y=None, groups=None):
+        """Meta-train the embedding on episodes drawn from the classes of ``X``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features) or (n_samples, C, H, W), or list of (X_i, y_i) tasks
+            Training samples, or a collection of tasks.
+        y : array-like of shape (n_samples,)
+            Class labels. Episodes draw ``n_way`` of these classes.
+        groups : array-like of shape (n_samples,), default=None
+            Task id of every sample: episodes are then drawn within one task.
+
+        Returns
+        -------
+        self : object
+            The fitted estimator.
+        """
+        X, targets, groups, _ = self._validate_fit_data(
+            X, y, groups, allow_regression=False
+        )
+        self.net_ = self._meta_train(X, targets, groups, False, self._build_module)
+        self._finish_fit(X, targets)
+        return self
+
+    def _finish_fit(self, X: np.ndarray, targets: np.ndarray) -> None:
+        """Estimate BatchNorm statistics and the prototypes of all training classes."""
+        module = self.net_.module_
+        device = self._device()
+        rng = np.random.default_rng(self._seed())
+        calibration = rng.permutation(len(X))[:N_CALIBRATION_SAMPLES]
+        calibrate_batch_norm(
+            module, torch.as_tensor(X[np.sort(calibration)], device=device)
+        )
+        module.eval()
+        embeddings = self._embed(module, X)
+        n_classes = len(self.classes_)
+        self.prototypes_ = (
+            PrototypicalNetwork.class_prototypes(
+                embeddings, torch.as_tensor(targets, device=device), n_classes
+            )
+            .cpu()
+            .numpy()
+        )
+        self._fit_classes = self.classes_
+        self._fit_prototypes = self.prototypes_
+        self._n_features_out = int(self.prototypes_.shape[1])
+
+    # -- adaptation ------------------------------------------------------------
+
+    @atomic
+    @_fit_context(prefer_skip_nested_validation=True)
+    def partial_fit(self, X, y, classes=None):
+        """Adapt to a new task from its labelled support examples.
+
+        The first call after ``fit`` or ``reset_adaptation`` starts a new task
+        whose classes are ``classes`` (or the labels of ``y``); later calls
+        update its prototypes as running means, so several calls give the
+        same prototypes as one call on all the data, and may add classes
+        (unless ``classes`` fixed them). On an unfitted estimator the network
+        is initialised without meta-training.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features) or (n_samples, C, H, W)
+            Support examples of the task.
+        y : array-like of shape (n_samples,)
+            Their labels.
+        classes : array-like, default=None
+            All classes of the task, when some have no example in this call.
+
+        Returns
+        -------
+        self : object
+            The adapted estimator.
+        """
+        if not hasattr(self, "net_"):
+            self._initialize_without_meta_training(X, y)
+        X, y = self._validate_samples(X, reset=False, y=y)
+        check_classification_targets(y)
+        starting = not hasattr(self, "_adapted_classes")
+        task_classes = self._task_classes(y, classes, starting)
+        module = self._adapted_module if not starting else self.net_.module_
+        state = (
+            {}
+            if starting
+            else {
+                "sums": self._adapted_sums,
+                "counts": self._adapted_counts,
+            }
+        )
+        index = np.searchsorted(task_classes, y)
+        if self.finetune_steps > 0:
+            support_x = X if starting else np.concatenate([self._adapted_support_x, X])
+            support_index = (
+                index
+                if starting
+                else np.concatenate(
+                    [np.searchsorted(task_classes, self._adapted_support_y), index]
+                )
+            )
+            module = self._finetune(module, support_x, support_index, len(task_classes))
+            sums, counts = self._class_sums(
+                module, support_x, support_index, len(task_classes)
+            )
+            self._adapted_support_x = support_x
+            self._adapted_support_y = task_classes[support_index]
+        else:
+            sums, counts = self._class_sums(module, X, index, len(task_classes))
+            if state:
+                previous = np.searchsorted(task_classes, self._adapted_classes)
+                sums[previous] += state["sums"]
+                counts[previous] += state["counts"]
+        self._adapted_module = module
+        self._adapted_classes = task_classes
+        self._adapted_classes_given = (
+            classes is not None if starting else self._adapted_classes_given
+        )
+        self._adapted_sums = sums
+        self._adapted_counts = counts
+        self.classes_ = task_classes
+        with np.errstate(invalid="ignore", divide="ignore"):
+            self.prototypes_ = sums / counts[:, None]
+        return self
+
+    def _initialize_without_meta_training(self, X, y) -> None:
+        """Build an untrained network (partial_fit before fit)."""
+        self._validate_samples(X, reset=True)
+        device = resolve_device(self.device)
+        with torch.random.fork_rng(
+            devices=[device.index or 0] if device.type == "cuda" else []
+        ):
+            torch.manual_seed(self._seed())
+            net = MetaNet(
+                module=self._build_module(),
+                criterion=EpisodeLoss(),
+                device=device,
+            ).initialize()
+        self.net_ = net
+        X_checked = self._validate_samples(X, reset=False)
+        calibrate_batch_norm(net.module_, torch.as_tensor(X_checked, device=device))
+        net.module_.eval()
+        self._n_features_out = embedding_size(net.module_.backbone, self.input_shape_)
+
+    def _task_classes(self, y, classes, starting: bool) -> np.ndarray:
+        seen = np.unique(y)
+        if starting:
+            task_classes = seen if classes is None else np.unique(classes)
+            if not np.isin(seen, task_classes).all():
+                raise ValueError(
+                    f"y has labels {seen[~np.isin(seen, task_classes)].tolist()} that "
+                    "are not in classes; add them to classes"
+                )
+            if len(task_classes) < 2:
+                raise ValueError(
+                    "a task needs at least two classes to classify, but the first "
+                    f"partial_fit call sees only {task_classes.tolist()}; pass more "
+                    "classes in y, or all of them with classes=..."
+                )
+            return task_classes
+        current = self._adapted_classes
+        if classes is not None and not np.array_equal(np.unique(classes), current):
+            raise ValueError(
+                f"classes={np.unique(classes).tolist()} differs from the classes of "
+                f"the task being adapted, {current.tolist()}; call reset_adaptation() "
+                "to start a new task"
+            )
+        new = seen[~np.isin(seen, current)]
+        if len(new) and self._adapted_classes_given:
+            raise ValueError(
+                f"y has labels {new.tolist()} outside the classes given to the first "
+                f"partial_fit call, {current.tolist()}; call reset_adaptation() and "
+                "start the task with all its classes"
+            )
+        return np.union1d(current, seen)
+
+    def _class_sums(self, module, X, index, n_classes):
+        embeddings = self._embed(module, X).cpu().numpy().astype(np.float64)
+        sums = np.zeros((n_classes, embeddings.shape[1]))
+        np.add.at(sums, index, embeddings)
+        return sums, np.bincount(index, minlength=n_classes).astype(np.float64)
+
+    def _finetune(self, module, X, index, n_classes):
+        """A copy of ``module`` trained ``finetune_steps`` on the support set."""
+        module = copy.deepcopy(module)
+        module.eval()
+        optimizer = torch.optim.Adam(module.parameters(), lr=self.finetune_lr)
+        support_x = self._to_tensor(X)
+        labels = torch.as_tensor(index, device=support_x.device)
+        for _ in range(self.finetune_steps):
+            optimizer.zero_grad()
+            embeddings = module.embed(support_x)
+            prototypes = module.class_prototypes(embeddings, labels, n_classes)
+            F.cross_entropy(module.logits(embeddings, prototypes), labels).backward()
+            optimizer.step()
+        module.eval()
+        return module
+
+    def reset_adaptation(self):
+        """Forget the adapted task: predict the training classes again.
+
+        Returns
+        -------
+        self : object
+            The estimator.
+        """
+        super().reset_adaptation()
+        if hasattr(self, "_fit_classes"):
+            self.classes_ = self._fit_classes
+            self.prototypes_ = self._fit_prototypes
+        return self
+
+    # -- inference -------------------------------------------------------------
+
+    def _current_module(self):
+        return getattr(self, "_adapted_module", self.net_.module_)
+
+    def _embed(self, module, X: np.ndarray) -> torch.Tensor:
+        """Eval-mode embeddings of ``X``, computed in chunks."""
+        device = self._device()
+        with torch.no_grad():
+            return (
+                torch.cat(
+                    [
+                        module.embed(
+                            torch.as_tensor(
+                                X[start : start + CHUNK_SIZE], device=device
+                            )
+                        )
+                        for start in range(0, len(X), CHUNK_SIZE)
+                    ]
+                )
+                if len(X)
+                else torch.zeros(0, self._n_features_out, device=device)
+            )
+
+    def transform(self, X):
+        """Embed ``X`` with the (adapted, if adapted) network.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features) or (n_samples, C, H, W)
+            Samples.
+
+        Returns
+        -------
+        embeddings : ndarray of shape (n_samples, embedding_dim)
+            float32 embeddings.
+        """
+        check_is_fitted(self, "net_")
+        X = self._validate_samples(X, reset=False)
+        return self._embed(self._current_module(), X).cpu().numpy()
+
+    def decision_function(self, X):
+        """Logits of each class of ``classes_``: scaled negative distances.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features) or (n_samples, C, H, W)
+            Samples.
+
+        Returns
+        -------
+        scores : ndarray of shape (n_samples, n_classes)
+            Classes whose prototype has no example yet get ``-inf``.
+        """
+        check_is_fitted(self, ["net_", "prototypes_"])
+        X = self._validate_samples(X, reset=False)
+        module = self._current_module()
+        embeddings = self._embed(module, X)
+        prototypes = torch.as_tensor(
+            self.prototypes_, dtype=embeddings.dtype, device=embeddings.device
+        )
+        empty = torch.isnan(prototypes).any(dim=1)
+        with torch.no_grad():
+            logits = module.logits(embeddings, torch.nan_to_num(prototypes))
+        logits[:, empty] = float("-inf")
+        return logits.cpu().numpy().astype(np.float64)
+
+    def predict_proba(self, X):
+        """Class probabilities: a softmax over the logits.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features) or (n_samples, C, H, W)
+            Samples.
+
+        Returns
+        -------
+        proba : ndarray of shape (n_samples, n_classes)
+            Probabilities in the order of ``classes_``.
+        """
+        logits = self.decision_function(X)
+        logits -= logits.max(axis=1, keepdims=True)
+        proba = np.exp(logits)
+        return proba / proba.sum(axis=1, keepdims=True)
+
+    def predict(self, X):
+        """Class of the nearest prototype.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features) or (n_samples, C, H, W)
+            Samples.
+
+        Returns
+        -------
+        y : ndarray of shape (n_samples,)
+            Predicted classes.
+        """
+        return self.classes_[np.argmax(self.decision_function(X), axis=1)]
+
+    # -- batched few-shot evaluation (used by model_selection) -----------------
+
+    def _few_shot_scores(self, X, episodes, chunk: int = 256) -> np.ndarray | None:
+        """Query accuracy of every episode, all episodes batched.
+
+        Without fine-tuning, adaptation is the prototypes alone: ``X`` is
+        embedded once and every episode is a gather. With fine-tuning each
+        episode needs its own network, so ``None`` asks the caller to adapt
+        episode by episode.
+        """
+        if self.finetune_steps > 0:
+            return None
+        check_is_fitted(self, "net_")
+        X = self._validate_samples(X, reset=False)
+        module = self.net_.module_
+        embeddings = self._embed(module, X)
+        scores = []
+        with torch.no_grad():
+            for start in range(0, len(episodes), chunk):
+                batch = episodes[start : start + chunk].to(embeddings.device)
+                n_classes = int(batch.support_target.max()) + 1
+                prototypes = module.class_prototypes(
+                    embeddings[batch.support_index], batch.support_target, n_classes
+                )
+                logits = module.logits(embeddings[batch.query_index], prototypes)
+                correct = logits.argmax(-1) == batch.query_target
+                scores.append(correct.float().mean(dim=1).cpu())
+        return torch.cat(scores).numpy().astype(np.float64)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.transformer_tags.preserves_dtype = ["float32"]
+        tags.non_deterministic = False
+        return tags

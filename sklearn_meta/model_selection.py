@@ -1,0 +1,330 @@
+"""Few-shot model selection: class-disjoint folds, few-shot scores, evaluation.
+
+A meta-learner is judged on classes it never saw in training: folds split
+the *classes*, and the score of a fold is the mean accuracy over episodes
+drawn from its classes, each adapted on its support set and judged on its
+query set. This module knows no estimator class: it asks an estimator for
+its batched episode scores (``_few_shot_scores``) when it has them, and
+otherwise adapts it episode by episode with ``reset_adaptation``,
+``partial_fit`` and ``predict``.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from numbers import Integral
+
+import numpy as np
+from sklearn.model_selection import BaseCrossValidator
+from sklearn.pipeline import Pipeline
+from sklearn.utils import check_random_state
+from sklearn.utils.multiclass import type_of_target
+from sklearn.utils.validation import check_is_fitted, column_or_1d
+
+from .tasks import EpisodeSampler, GroupTaskSampler, plan_episodes
+
+__all__ = ["ClassKFold", "FewShotResult", "evaluate_few_shot", "make_few_shot_scorer"]
+
+
+class ClassKFold(BaseCrossValidator):
+    """K-fold cross-validation whose folds are disjoint in classes.
+
+    Every class lands in exactly one test fold, and a test fold's classes are
+    never in its training set: the split meta-learning needs, where the
+    question is how well a learner adapts to *new* classes. When ``groups``
+    are given (one task per group, as in regression), the folds are disjoint
+    in groups instead.
+
+    Parameters
+    ----------
+    n_splits : int, default=5
+        Number of folds, at least 2.
+    shuffle : bool, default=False
+        Whether to shuffle the classes before splitting them into folds.
+    random_state : int, RandomState instance or None, default=None
+        Seeds the shuffle.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn_meta.model_selection import ClassKFold
+    >>> y = np.repeat([0, 1, 2, 3, 4, 5], 2)
+    >>> for train, test in ClassKFold(3).split(np.zeros((12, 1)), y):
+    ...     print(np.unique(y[test]).tolist())
+    [0, 1]
+    [2, 3]
+    [4, 5]
+    """
+
+    def __init__(self, n_splits=5, *, shuffle=False, random_state=None):
+        if not isinstance(n_splits, Integral) or isinstance(n_splits, bool):
+            raise ValueError(f"n_splits must be an int, got {n_splits!r}")
+        if n_splits < 2:
+            raise ValueError(f"n_splits must be at least 2, got {n_splits}")
+        if not isinstance(shuffle, bool):
+            raise ValueError(f"shuffle must be True or False, got {shuffle!r}")
+        self.n_splits = int(n_splits)
+        self.shuffle = shuffle
+        self.random_state = random_state
+
+    def _keys(self, y, groups):
+        if groups is not None:
+            return column_or_1d(groups), "groups"
+        if y is None:
+            raise ValueError(
+                "ClassKFold needs y (the classes to split) or groups; pass "
+                "split(X, y) or split(X, y, groups)"
+            )
+        return column_or_1d(y), "classes"
+
+    def _iter_test_masks(self, X=None, y=None, groups=None):
+        keys, kind = self._keys(y, groups)
+        if X is not None and len(keys) != len(X):
+            raise ValueError(
+                f"X has {len(X)} samples but the {kind} array has {len(keys)}"
+            )
+        unique = np.unique(keys)
+        if len(unique) < self.n_splits:
+            raise ValueError(
+                f"ClassKFold(n_splits={self.n_splits}) needs at least that many "
+                f"{kind}, got {len(unique)}; lower n_splits"
+            )
+        if self.shuffle:
+            unique = check_random_state(self.random_state).permutation(unique)
+        for fold in np.array_split(unique, self.n_splits):
+            yield np.isin(keys, fold)
+
+    def get_n_splits(self, X=None, y=None, groups=None):
+        """Number of folds.
+
+        Returns
+        -------
+        n_splits : int
+            ``n_splits``.
+        """
+        return self.n_splits
+
+
+@dataclass
+class FewShotResult:
+    """Few-shot accuracy over many episodes, reported as the field does.
+
+    Attributes
+    ----------
+    mean : float
+        Mean score over the episodes (accuracy, or negative MSE).
+    ci95 : float
+        Half-width of the 95% confidence interval of the mean
+        (1.96 standard errors).
+    scores : ndarray of shape (n_episodes,)
+        The score of every episode.
+    """
+
+    mean: float
+    ci95: float
+    scores: np.ndarray
+
+    def __str__(self) -> str:
+        return f"{100 * self.mean:.2f}% +/- {100 * self.ci95:.2f}"
+
+
+def _split_pipeline(estimator):
+    """The fitted transformers before the meta-learner, and the meta-learner."""
+    if isinstance(estimator, Pipeline):
+        steps = [
+            step for _, step in estimator.steps if step not in (None, "passthrough")
+        ]
+        return steps[:-1], steps[-1]
+    return [], estimator
+
+
+def evaluate_few_shot(
+    estimator,
+    X,
+    y,
+    *,
+    n_way: int = 5,
+    k_shot: int = 1,
+    n_query: int = 15,
+    n_episodes: int = 600,
+    groups=None,
+    random_state=None,
+) -> FewShotResult:
+    """Mean few-shot score of a fitted meta-learner over episodes of ``(X, y)``.
+
+    Each episode draws ``n_way`` classes of ``y`` (or, with ``groups``, one
+    task), adapts the estimator on ``k_shot`` examples per class and scores
+    it on ``n_query`` others. The estimator itself is left unchanged.
+
+    Parameters
+    ----------
+    estimator : fitted meta-learner or Pipeline
+        A sklearn-meta estimator, or a ``Pipeline`` whose last step is one
+        (the earlier steps transform ``X``, the last one adapts).
+    X : array-like of shape (n_samples, n_features) or (n_samples, C, H, W)
+        Samples of classes (usually) not seen in training.
+    y : array-like of shape (n_samples,)
+        Their classes, or regression targets when ``groups`` are given.
+    n_way, k_shot, n_query : int, default=5, 1, 15
+        Episode shape.
+    n_episodes : int, default=600
+        Number of episodes.
+    groups : array-like of shape (n_samples,), default=None
+        Task ids; episodes are then drawn within one task (regression when
+        ``y`` is continuous).
+    random_state : int, RandomState instance or None, default=None
+        Seeds the episodes.
+
+    Returns
+    -------
+    result : FewShotResult
+        ``mean``, ``ci95`` and the per-episode ``scores``.
+
+    Examples
+    --------
+    >>> from sklearn_meta import MetaMetricClassifier
+    >>> from sklearn_meta.datasets import make_glyph_tasks
+    >>> from sklearn_meta.model_selection import evaluate_few_shot
+    >>> X, y = make_glyph_tasks(n_classes=20, n_per_class=10, random_state=0)
+    >>> clf = MetaMetricClassifier(backbone="conv4_strided", max_epochs=1,
+    ...                            episodes_per_epoch=10, random_state=0)
+    >>> clf = clf.fit(X[y < 12], y[y < 12])
+    >>> result = evaluate_few_shot(clf, X[y >= 12], y[y >= 12], n_episodes=50,
+    ...                            random_state=0)
+    >>> 0.0 <= result.mean <= 1.0
+    True
+    """
+    for name, value, low in (
+        ("n_way", n_way, 2),
+        ("k_shot", k_shot, 1),
+        ("n_query", n_query, 1),
+        ("n_episodes", n_episodes, 1),
+    ):
+        if not isinstance(value, Integral) or isinstance(value, bool) or value < low:
+            raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
+    transformers, learner = _split_pipeline(estimator)
+    if not hasattr(learner, "partial_fit") or not hasattr(learner, "reset_adaptation"):
+        raise ValueError(
+            "evaluate_few_shot needs a sklearn-meta estimator (or a Pipeline ending "
+            f"in one), got {type(learner).__name__}"
+        )
+    check_is_fitted(learner)
+    y = column_or_1d(np.asarray(y), warn=True)
+    if len(y) != _n_samples(X):
+        raise ValueError(f"X has {_n_samples(X)} samples but y has {len(y)}")
+    for transformer in transformers:
+        X = transformer.transform(X)
+    seed = int(check_random_state(random_state).randint(np.iinfo(np.int32).max))
+    regression = type_of_target(y) == "continuous"
+    if groups is not None:
+        groups = column_or_1d(np.asarray(groups))
+        if len(groups) != len(y):
+            raise ValueError(f"groups has {len(groups)} entries but y has {len(y)}")
+        from .tasks import group_plan
+
+        n_way, n_query = group_plan(
+            y, groups, n_way, k_shot, n_query, regression=regression
+        )
+        sampler = GroupTaskSampler(
+            y, groups, n_way, k_shot, n_query, regression=regression, seed=seed
+        )
+        labels = y
+    else:
+        if regression:
+            raise ValueError(
+                "y is continuous: regression tasks must be given with groups=task_ids"
+            )
+        classes, labels = np.unique(y, return_inverse=True)
+        n_way, n_query = plan_episodes(
+            np.bincount(labels), n_way, k_shot, n_query, where=" to evaluate"
+        )
+        sampler = EpisodeSampler(labels, n_way, k_shot, n_query, seed=seed)
+    episodes = sampler.sample(n_episodes)
+    batched = getattr(learner, "_few_shot_scores", None)
+    scores = batched(X, episodes) if batched is not None else None
+    if scores is None:
+        scores = _scores_episode_by_episode(learner, X, y, episodes, regression)
+    scores = np.asarray(scores, dtype=np.float64)
+    ci95 = 1.96 * scores.std(ddof=1) / np.sqrt(len(scores)) if len(scores) > 1 else 0.0
+    return FewShotResult(float(scores.mean()), float(ci95), scores)
+
+
+def _n_samples(X) -> int:
+    return X.shape[0] if hasattr(X, "shape") else len(X)
+
+
+def _scores_episode_by_episode(learner, X, y, episodes, regression):
+    """Adapt a copy of ``learner`` to every episode (no batched path available)."""
+    learner = copy.deepcopy(learner)
+    X = X if hasattr(X, "shape") else np.asarray(X)
+    scores = []
+    for index in range(len(episodes)):
+        support = episodes.support_index[index].numpy()
+        query = episodes.query_index[index].numpy()
+        learner.reset_adaptation()
+        learner.partial_fit(X[support], y[support])
+        predictions = learner.predict(X[query])
+        if regression:
+            scores.append(-np.mean((predictions - y[query]) ** 2))
+        else:
+            scores.append(np.mean(predictions == y[query]))
+    return np.asarray(scores)
+
+
+def make_few_shot_scorer(
+    n_way: int = 5,
+    k_shot: int = 1,
+    n_query: int = 15,
+    n_episodes: int = 100,
+    random_state=0,
+):
+    """A scorer for ``GridSearchCV``: mean few-shot score on the test fold.
+
+    Use it with :class:`ClassKFold`, so that each fold is scored on classes
+    the estimator never saw.
+
+    Parameters
+    ----------
+    n_way, k_shot, n_query : int, default=5, 1, 15
+        Episode shape.
+    n_episodes : int, default=100
+        Episodes per evaluation.
+    random_state : int, default=0
+        Seeds the episodes, so every candidate is judged on the same ones.
+
+    Returns
+    -------
+    scorer : callable
+        ``scorer(estimator, X, y) -> float``.
+
+    Examples
+    --------
+    >>> from sklearn_meta.model_selection import make_few_shot_scorer
+    >>> scorer = make_few_shot_scorer(n_way=5, k_shot=1)
+    >>> callable(scorer)
+    True
+    """
+    for name, value, low in (
+        ("n_way", n_way, 2),
+        ("k_shot", k_shot, 1),
+        ("n_query", n_query, 1),
+        ("n_episodes", n_episodes, 1),
+    ):
+        if not isinstance(value, Integral) or isinstance(value, bool) or value < low:
+            raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
+
+    def few_shot_scorer(estimator, X, y, groups=None):
+        return evaluate_few_shot(
+            estimator,
+            X,
+            y,
+            n_way=n_way,
+            k_shot=k_shot,
+            n_query=n_query,
+            n_episodes=n_episodes,
+            groups=groups,
+            random_state=random_state,
+        ).mean
+
+    return few_shot_scorer

@@ -1,0 +1,257 @@
+"""Feature extractors ("backbones") shared by the three meta-learners.
+
+Every backbone maps a batch ``(n, *input_shape)`` to embeddings
+``(n, out_features)`` and exposes ``out_features``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class TaskBatchNorm2d(nn.Module):
+    """BatchNorm that never carries statistics from one task to the next.
+
+    In training mode it normalises with the statistics of the batch it sees,
+    as MAML's reference implementation does for every task, and it never
+    updates running statistics (an in-place update would leak information
+    between tasks and is not allowed under ``torch.func.vmap``). In eval mode
+    it uses the statistics stored by :func:`calibrate_batch_norm` when there
+    are some, so that a transform does not depend on which other samples
+    share the batch; before calibration it falls back to batch statistics.
+
+    With ``elementary=True`` the normalisation is written with elementary
+    operations: under ``vmap`` the second-order gradient of the native
+    ``batch_norm`` kernel was measured wrong in torch 2.13, this form is exact.
+    """
+
+    def __init__(self, num_features: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.num_features = num_features
+        self.eps = eps
+        self.elementary = False
+        self.weight = nn.Parameter(torch.ones(num_features))
+        self.bias = nn.Parameter(torch.zeros(num_features))
+        self.register_buffer("running_mean", torch.zeros(num_features))
+        self.register_buffer("running_var", torch.ones(num_features))
+        self.register_buffer("calibrated", torch.zeros((), dtype=torch.bool))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        use_batch = self.training or not bool(self.calibrated)
+        if use_batch and not self.elementary:
+            return F.batch_norm(
+                x, None, None, self.weight, self.bias, training=True, eps=self.eps
+            )
+        if use_batch:
+            mean = x.mean(dim=(0, 2, 3), keepdim=True)
+            var = (x - mean).square().mean(dim=(0, 2, 3), keepdim=True)
+        else:
+            mean = self.running_mean.view(1, -1, 1, 1)
+            var = self.running_var.view(1, -1, 1, 1)
+        scale = self.weight.view(1, -1, 1, 1) * torch.rsqrt(var + self.eps)
+        return (x - mean) * scale + self.bias.view(1, -1, 1, 1)
+
+
+@torch.no_grad()
+def calibrate_batch_norm(
+    module: nn.Module, x: torch.Tensor, chunk_size: int = 1024
+) -> None:
+    """Store in every :class:`TaskBatchNorm2d` of ``module`` the statistics of ``x``.
+
+    The statistics are those the layer sees in training mode with ``x`` as
+    one batch (accumulated over chunks so memory stays bounded), so eval-mode
+    outputs afterwards match a training-mode pass over ``x`` while no longer
+    depending on the batch composition.
+    """
+    layers = [m for m in module.modules() if isinstance(m, TaskBatchNorm2d)]
+    if not layers:
+        return
+    was_training = module.training
+    # In eval mode the layers already calibrated normalise with the statistics
+    # of the whole of x and the ones not yet calibrated with the chunk's, so
+    # each layer records exactly the inputs a single full batch would give it.
+    module.eval()
+    sums: dict[int, list[torch.Tensor]] = {}
+
+    def record(layer, inputs, _output):
+        (inp,) = inputs
+        values = inp.transpose(0, 1).reshape(inp.shape[1], -1).double()
+        total = sums.setdefault(id(layer), [0.0, 0.0, 0])
+        total[0] = total[0] + values.sum(dim=1)
+        total[1] = total[1] + values.square().sum(dim=1)
+        total[2] += values.shape[1]
+
+    for layer in layers:
+        layer.calibrated.fill_(False)
+    for layer in layers:
+        handle = layer.register_forward_hook(record)
+        try:
+            for start in range(0, x.shape[0], chunk_size):
+                module(x[start : start + chunk_size])
+        finally:
+            handle.remove()
+        total_sum, total_square, count = sums.pop(id(layer))
+        mean = total_sum / count
+        var = (total_square / count - mean.square()).clamp_min(0.0)
+        layer.running_mean.copy_(mean.to(layer.running_mean.dtype))
+        layer.running_var.copy_(var.to(layer.running_var.dtype))
+        layer.calibrated.fill_(True)
+    module.train(was_training)
+
+
+def set_elementary_batch_norm(module: nn.Module, elementary: bool = True) -> None:
+    """Switch every :class:`TaskBatchNorm2d` in ``module`` to elementary operations."""
+    for layer in module.modules():
+        if isinstance(layer, TaskBatchNorm2d):
+            layer.elementary = elementary
+
+
+class MLP(nn.Module):
+    """Fully connected network for tabular rows: ``Linear -> ReLU`` blocks.
+
+    The last layer is linear, so the embedding is not clipped at zero.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        hidden_layer_sizes: Sequence[int] = (128, 128),
+        out_features: int = 64,
+    ) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        width = in_features
+        for size in hidden_layer_sizes:
+            layers += [nn.Linear(width, size), nn.ReLU()]
+            width = size
+        layers.append(nn.Linear(width, out_features))
+        self.layers = nn.Sequential(*layers)
+        self.in_features = in_features
+        self.out_features = out_features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x.flatten(1))
+
+
+class Conv4(nn.Module):
+    """The standard few-shot backbone: 4 x [3x3 conv, BatchNorm, ReLU, 2x2 pool].
+
+    Parameters
+    ----------
+    input_shape : tuple of int
+        ``(channels, height, width)`` of one image. Flat rows are reshaped.
+    hidden_channels : int, default=64
+        Channels of every convolution.
+    out_features : int or None, default=None
+        When given and different from the flattened feature map, a linear
+        layer projects to it.
+    downsample : {"max_pool", "stride"}, default="max_pool"
+        ``"max_pool"`` is the layout of the MAML and prototypical-network
+        papers; ``"stride"`` uses stride-2 convolutions instead of pooling
+        (learn2learn's ``OmniglotCNN``), about four times cheaper.
+    """
+
+    def __init__(
+        self,
+        input_shape: Sequence[int],
+        hidden_channels: int = 64,
+        out_features: int | None = None,
+        downsample: str = "max_pool",
+        n_blocks: int = 4,
+    ) -> None:
+        super().__init__()
+        if downsample not in ("max_pool", "stride"):
+            raise ValueError(
+                f"downsample must be 'max_pool' or 'stride', got {downsample!r}"
+            )
+        self.input_shape = tuple(int(s) for s in input_shape)
+        channels, height, width = self.input_shape
+        blocks: list[nn.Module] = []
+        for _ in range(n_blocks):
+            stride = 2 if downsample == "stride" else 1
+            block = [
+                nn.Conv2d(channels, hidden_channels, 3, stride=stride, padding=1),
+                TaskBatchNorm2d(hidden_channels),
+                nn.ReLU(),
+            ]
+            if downsample == "max_pool":
+                block.append(nn.MaxPool2d(2))
+                height, width = height // 2, width // 2
+            else:
+                height, width = (height + 1) // 2, (width + 1) // 2
+            blocks.append(nn.Sequential(*block))
+            channels = hidden_channels
+        self.blocks = nn.Sequential(*blocks)
+        flat = hidden_channels * max(height, 1) * max(width, 1)
+        if out_features is None or out_features == flat:
+            self.projection = None
+            self.out_features = flat
+        else:
+            self.projection = nn.Linear(flat, out_features)
+            self.out_features = out_features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.reshape(x.shape[0], *self.input_shape)
+        features = self.blocks(x).flatten(1)
+        if self.projection is not None:
+            features = self.projection(features)
+        return features
+
+
+def make_backbone(
+    kind: str | nn.Module,
+    input_shape: Sequence[int],
+    hidden_layer_sizes: Sequence[int] = (128, 128),
+    embedding_dim: int = 64,
+) -> nn.Module:
+    """Build the backbone named by ``kind`` for inputs of ``input_shape``.
+
+    ``kind`` is ``"mlp"``, ``"conv4"`` (max-pooling Conv4 with
+    ``embedding_dim`` channels), ``"conv4_strided"`` (stride-2 Conv4) or an
+    ``nn.Module`` used as it is. ``input_shape`` is ``(n_features,)`` for
+    rows and ``(C, H, W)`` for images.
+    """
+    if isinstance(kind, nn.Module):
+        return kind
+    input_shape = tuple(int(s) for s in input_shape)
+    if kind == "mlp":
+        n_features = 1
+        for size in input_shape:
+            n_features *= size
+        return MLP(n_features, tuple(hidden_layer_sizes), embedding_dim)
+    if kind in ("conv4", "conv4_strided"):
+        if len(input_shape) != 3:
+            raise ValueError(
+                f"backbone={kind!r} needs images: pass X as (n, C, H, W) or set "
+                f"input_shape=(C, H, W); got samples of shape {input_shape}"
+            )
+        downsample = "stride" if kind == "conv4_strided" else "max_pool"
+        return Conv4(
+            input_shape,
+            hidden_channels=embedding_dim,
+            out_features=embedding_dim,
+            downsample=downsample,
+        )
+    raise ValueError(
+        f"backbone must be 'auto', 'mlp', 'conv4', 'conv4_strided' or a "
+        f"torch.nn.Module, got {kind!r}"
+    )
+
+
+def embedding_size(backbone: nn.Module, input_shape: Sequence[int]) -> int:
+    """Width of the embedding that ``backbone`` gives for one sample."""
+    size = getattr(backbone, "out_features", None)
+    if isinstance(size, int):
+        return size
+    parameter = next(backbone.parameters(), None)
+    device = parameter.device if parameter is not None else "cpu"
+    was_training = backbone.training
+    backbone.eval()
+    with torch.no_grad():
+        out = backbone(torch.zeros(2, *input_shape, device=device))
+    backbone.train(was_training)
+    return int(out.reshape(2, -1).shape[1])

@@ -1,0 +1,116 @@
+"""Prototypical networks with a learnable metric (Snell et al., 2017)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+METRICS = ("euclidean", "cosine", "mahalanobis")
+
+
+class PrototypicalNetwork(nn.Module):
+    """Embed, average each class into a prototype, classify by distance.
+
+    Parameters
+    ----------
+    backbone : nn.Module
+        Maps ``(n, *input)`` to embeddings ``(n, embedding_dim)``.
+    embedding_dim : int
+        Width of the backbone's embedding.
+    metric : {"euclidean", "cosine", "mahalanobis"}, default="euclidean"
+        ``"euclidean"``: squared distance; ``"cosine"``: cosine similarity;
+        ``"mahalanobis"``: squared distance under a learned positive-definite
+        metric, a positive diagonal plus a rank-``metric_rank`` term.
+    metric_rank : int, default=0
+        Rank of the low-rank part of the Mahalanobis metric.
+
+    Notes
+    -----
+    Every metric is scaled by a learned temperature: logits are
+    ``-temperature * distance`` (or ``temperature * cosine``). The
+    temperature starts at 1 for distances and at 10 for cosine similarity,
+    where an unscaled softmax over values in [-1, 1] would be nearly flat.
+    """
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        embedding_dim: int,
+        metric: str = "euclidean",
+        metric_rank: int = 0,
+    ) -> None:
+        super().__init__()
+        if metric not in METRICS:
+            raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
+        self.backbone = backbone
+        self.metric = metric
+        initial_temperature = 10.0 if metric == "cosine" else 1.0
+        self.log_temperature = nn.Parameter(torch.tensor(math.log(initial_temperature)))
+        if metric == "mahalanobis":
+            # softplus(x) = 1 at this value: the metric starts as the euclidean one.
+            self.diagonal = nn.Parameter(
+                torch.full((embedding_dim,), math.log(math.e - 1.0))
+            )
+            self.low_rank = (
+                nn.Parameter(torch.zeros(embedding_dim, metric_rank))
+                if metric_rank > 0
+                else None
+            )
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Embeddings ``(n, embedding_dim)`` of a batch of samples."""
+        return self.backbone(x)
+
+    def metric_space(self, embeddings: torch.Tensor) -> torch.Tensor:
+        """Map embeddings to the space in which the metric is euclidean (or cosine)."""
+        if self.metric == "cosine":
+            return F.normalize(embeddings, dim=-1)
+        if self.metric == "mahalanobis":
+            # (a-b)^T (D + U U^T) (a-b) = |sqrt(D)(a-b)|^2 + |U^T(a-b)|^2
+            mapped = embeddings * F.softplus(self.diagonal).sqrt()
+            if self.low_rank is not None:
+                mapped = torch.cat([mapped, embeddings @ self.low_rank], dim=-1)
+            return mapped
+        return embeddings
+
+    @staticmethod
+    def class_prototypes(
+        embeddings: torch.Tensor, labels: torch.Tensor, n_classes: int
+    ) -> torch.Tensor:
+        """Mean embedding of each class: ``(..., S, D), (..., S) -> (..., n_classes, D)``."""
+        one_hot = F.one_hot(labels, n_classes).to(embeddings.dtype)
+        sums = one_hot.transpose(-1, -2) @ embeddings
+        return sums / one_hot.sum(dim=-2).clamp_min(1.0).unsqueeze(-1)
+
+    def logits(self, queries: torch.Tensor, prototypes: torch.Tensor) -> torch.Tensor:
+        """Logits ``(..., Q, C)`` of query embeddings against class prototypes."""
+        temperature = self.log_temperature.exp()
+        queries = self.metric_space(queries)
+        prototypes = self.metric_space(prototypes)
+        if self.metric == "cosine":
+            return temperature * queries @ prototypes.transpose(-1, -2)
+        distances = (
+            queries.square().sum(-1, keepdim=True)
+            + prototypes.square().sum(-1).unsqueeze(-2)
+            - 2.0 * queries @ prototypes.transpose(-1, -2)
+        )
+        return -temperature * distances.clamp_min(0.0)
+
+    def forward(
+        self, support_x: torch.Tensor, support_y: torch.Tensor, query_x: torch.Tensor
+    ) -> torch.Tensor:
+        """Query logits ``(B, Q, n_way)`` for a meta-batch of ``B`` episodes."""
+        n_tasks, n_support = support_y.shape
+        n_query = query_x.shape[1]
+        # One backbone pass for all support and query samples of all tasks.
+        samples = torch.cat([support_x.flatten(0, 1), query_x.flatten(0, 1)])
+        embeddings = self.embed(samples)
+        support = embeddings[: n_tasks * n_support].view(n_tasks, n_support, -1)
+        queries = embeddings[n_tasks * n_support :].view(n_tasks, n_query, -1)
+        n_classes = int(support_y.max()) + 1
+        return self.logits(
+            queries, self.class_prototypes(support, support_y, n_classes)
+        )

@@ -465,7 +465,16 @@ class MetaLearnerBase(BaseEstimator):
                 device=device,
                 verbose=int(self.verbose),
             )
-            net.fit(train_set, y=None)
+            try:
+                net.fit(train_set, y=None)
+            except RuntimeError as error:
+                # Adam refuses a step size that overflows float32: the same
+                # divergence as a non-finite loss, reached a step earlier.
+                if "overflow" not in str(error):
+                    raise
+                raise ValueError(
+                    f"meta-training diverged ({error}); {self._divergence_hint()}"
+                ) from None
         return net
 
     def _divergence_hint(self) -> str:

@@ -250,7 +250,8 @@ class MetaMetricClassifier(
         rng = np.random.default_rng(self._seed())
         calibration = rng.permutation(len(X))[:N_CALIBRATION_SAMPLES]
         calibrate_batch_norm(
-            module, torch.as_tensor(X[np.sort(calibration)], device=device)
+            module.backbone,
+            torch.as_tensor(X[np.sort(calibration)], device=device),
         )
         module.eval()
         embeddings = self._embed(module, X)
@@ -358,7 +359,9 @@ class MetaMetricClassifier(
             ).initialize()
         self.net_ = net
         X_checked = self._validate_samples(X, reset=False)
-        calibrate_batch_norm(net.module_, torch.as_tensor(X_checked, device=device))
+        calibrate_batch_norm(
+            net.module_.backbone, torch.as_tensor(X_checked, device=device)
+        )
         net.module_.eval()
         self._n_features_out = embedding_size(net.module_.backbone, self.input_shape_)
 

@@ -54,11 +54,17 @@ class PrototypicalNetwork(nn.Module):
             self.diagonal = nn.Parameter(
                 torch.full((embedding_dim,), math.log(math.e - 1.0))
             )
+            # A zero start would be a saddle point (the gradient of |U^T v|^2 is
+            # proportional to U), so the low-rank factor starts small and random.
             self.low_rank = (
-                nn.Parameter(torch.zeros(embedding_dim, metric_rank))
+                nn.Parameter(
+                    torch.randn(embedding_dim, metric_rank) / math.sqrt(embedding_dim)
+                )
                 if metric_rank > 0
                 else None
             )
+        else:
+            self.low_rank = None
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """Embeddings ``(n, embedding_dim)`` of a batch of samples."""

@@ -6,12 +6,12 @@ import joblib
 import numpy as np
 import pytest
 from numpy.testing import assert_allclose, assert_array_equal
-from skorch.callbacks import Callback, EarlyStopping
 from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
+from skorch.callbacks import Callback, EarlyStopping
 
 from sklearn_meta import MetaMetricClassifier
 from sklearn_meta.model_selection import (

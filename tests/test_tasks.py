@@ -43,7 +43,9 @@ def test_episodes_have_distinct_classes_disjoint_sets_and_remapped_labels(
         assert len(np.unique(classes[:, 0])) == n_way
         assert (classes == classes[:, :1]).all()
         # The remapped label of every sample names its real class consistently.
-        mapping = dict(zip(episodes.support_target[e].tolist(), labels[support]))
+        mapping = dict(
+            zip(episodes.support_target[e].tolist(), labels[support], strict=True)
+        )
         assert sorted(mapping) == list(range(n_way))
         assert [mapping[t] for t in episodes.query_target[e].tolist()] == labels[
             query
@@ -97,7 +99,7 @@ def test_task_collection_round_trips(sizes, n_features):
     X, y, groups = TaskCollection(tasks).to_arrays()
     again = TaskCollection.from_arrays(X, y, groups)
     assert len(again) == len(tasks)
-    for (X1, y1), (X2, y2) in zip(tasks, again):
+    for (X1, y1), (X2, y2) in zip(tasks, again, strict=True):
         np.testing.assert_array_equal(X1, X2)
         np.testing.assert_array_equal(y1, y2)
 

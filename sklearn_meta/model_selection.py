@@ -22,9 +22,15 @@ from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import type_of_target
 from sklearn.utils.validation import check_is_fitted, column_or_1d
 
-from .tasks import EpisodeSampler, GroupTaskSampler, plan_episodes
+from .tasks import EpisodeSampler, GroupTaskSampler, group_plan, plan_episodes
 
-__all__ = ["ClassKFold", "FewShotResult", "evaluate_few_shot", "make_few_shot_scorer"]
+__all__ = [
+    "ClassKFold",
+    "FewShotResult",
+    "evaluate_few_shot",
+    "evaluate_nearest_centroid",
+    "make_few_shot_scorer",
+]
 
 
 class ClassKFold(BaseCrossValidator):
@@ -195,14 +201,6 @@ def evaluate_few_shot(
     >>> 0.0 <= result.mean <= 1.0
     True
     """
-    for name, value, low in (
-        ("n_way", n_way, 2),
-        ("k_shot", k_shot, 1),
-        ("n_query", n_query, 1),
-        ("n_episodes", n_episodes, 1),
-    ):
-        if not isinstance(value, Integral) or isinstance(value, bool) or value < low:
-            raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
     transformers, learner = _split_pipeline(estimator)
     if not hasattr(learner, "partial_fit") or not hasattr(learner, "reset_adaptation"):
         raise ValueError(
@@ -210,44 +208,119 @@ def evaluate_few_shot(
             f"in one), got {type(learner).__name__}"
         )
     check_is_fitted(learner)
+    y, groups, regression, episodes = _draw_episodes(
+        X, y, groups, n_way, k_shot, n_query, n_episodes, random_state
+    )
+    for transformer in transformers:
+        X = transformer.transform(X)
+    batched = getattr(learner, "_few_shot_scores", None)
+    scores = batched(X, episodes) if batched is not None else None
+    if scores is None:
+        scores = _scores_episode_by_episode(learner, X, y, episodes, regression)
+    return _result(scores)
+
+
+def _result(scores) -> FewShotResult:
+    scores = np.asarray(scores, dtype=np.float64)
+    ci95 = 1.96 * scores.std(ddof=1) / np.sqrt(len(scores)) if len(scores) > 1 else 0.0
+    return FewShotResult(float(scores.mean()), float(ci95), scores)
+
+
+def _check_episode_shape(**values) -> None:
+    lows = {"n_way": 2, "k_shot": 1, "n_query": 1, "n_episodes": 1}
+    for name, value in values.items():
+        low = lows[name]
+        if not isinstance(value, Integral) or isinstance(value, bool) or value < low:
+            raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
+
+
+def _draw_episodes(X, y, groups, n_way, k_shot, n_query, n_episodes, random_state):
+    """Check the evaluation data and draw its episodes (index tensors)."""
+    _check_episode_shape(
+        n_way=n_way, k_shot=k_shot, n_query=n_query, n_episodes=n_episodes
+    )
     y = column_or_1d(np.asarray(y), warn=True)
     if len(y) != _n_samples(X):
         raise ValueError(f"X has {_n_samples(X)} samples but y has {len(y)}")
-    for transformer in transformers:
-        X = transformer.transform(X)
     seed = int(check_random_state(random_state).randint(np.iinfo(np.int32).max))
     regression = type_of_target(y) == "continuous"
     if groups is not None:
         groups = column_or_1d(np.asarray(groups))
         if len(groups) != len(y):
             raise ValueError(f"groups has {len(groups)} entries but y has {len(y)}")
-        from .tasks import group_plan
-
         n_way, n_query = group_plan(
             y, groups, n_way, k_shot, n_query, regression=regression
         )
         sampler = GroupTaskSampler(
             y, groups, n_way, k_shot, n_query, regression=regression, seed=seed
         )
-        labels = y
     else:
         if regression:
             raise ValueError(
                 "y is continuous: regression tasks must be given with groups=task_ids"
             )
-        classes, labels = np.unique(y, return_inverse=True)
+        _, labels = np.unique(y, return_inverse=True)
         n_way, n_query = plan_episodes(
             np.bincount(labels), n_way, k_shot, n_query, where=" to evaluate"
         )
         sampler = EpisodeSampler(labels, n_way, k_shot, n_query, seed=seed)
-    episodes = sampler.sample(n_episodes)
-    batched = getattr(learner, "_few_shot_scores", None)
-    scores = batched(X, episodes) if batched is not None else None
-    if scores is None:
-        scores = _scores_episode_by_episode(learner, X, y, episodes, regression)
-    scores = np.asarray(scores, dtype=np.float64)
-    ci95 = 1.96 * scores.std(ddof=1) / np.sqrt(len(scores)) if len(scores) > 1 else 0.0
-    return FewShotResult(float(scores.mean()), float(ci95), scores)
+    return y, groups, regression, sampler.sample(n_episodes)
+
+
+def evaluate_nearest_centroid(
+    X,
+    y,
+    *,
+    n_way: int = 5,
+    k_shot: int = 1,
+    n_query: int = 15,
+    n_episodes: int = 600,
+    random_state=None,
+) -> FewShotResult:
+    """Few-shot accuracy of nearest centroids on the raw features: the baseline.
+
+    A meta-learner is worth its training only if it beats this. It draws the
+    same episodes as :func:`evaluate_few_shot` with the same arguments.
+
+    Parameters
+    ----------
+    X : array-like of shape (n_samples, n_features) or (n_samples, C, H, W)
+        Samples; images are flattened to pixels.
+    y : array-like of shape (n_samples,)
+        Class labels.
+    n_way, k_shot, n_query, n_episodes, random_state
+        As in :func:`evaluate_few_shot`.
+
+    Returns
+    -------
+    result : FewShotResult
+        ``mean``, ``ci95`` and the per-episode ``scores``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn_meta.model_selection import evaluate_nearest_centroid
+    >>> X = np.repeat(np.eye(4), 5, axis=0)
+    >>> y = np.repeat(np.arange(4), 5)
+    >>> evaluate_nearest_centroid(X, y, n_way=2, n_query=2, n_episodes=10).mean
+    1.0
+    """
+    X = np.asarray(X, dtype=np.float64)
+    X = X.reshape(len(X), -1)
+    _, _, _, episodes = _draw_episodes(
+        X, y, None, n_way, k_shot, n_query, n_episodes, random_state
+    )
+    support, query = X[episodes.support_index.numpy()], X[episodes.query_index.numpy()]
+    n_classes = int(episodes.support_target.max()) + 1
+    one_hot = np.eye(n_classes)[episodes.support_target.numpy()]
+    centroids = one_hot.transpose(0, 2, 1) @ support / one_hot.sum(1)[:, :, None]
+    distances = (
+        (query**2).sum(-1)[:, :, None]
+        + (centroids**2).sum(-1)[:, None, :]
+        - 2 * query @ centroids.transpose(0, 2, 1)
+    )
+    correct = distances.argmin(-1) == episodes.query_target.numpy()
+    return _result(correct.mean(axis=1))
 
 
 def _n_samples(X) -> int:
@@ -305,14 +378,9 @@ def make_few_shot_scorer(
     >>> callable(scorer)
     True
     """
-    for name, value, low in (
-        ("n_way", n_way, 2),
-        ("k_shot", k_shot, 1),
-        ("n_query", n_query, 1),
-        ("n_episodes", n_episodes, 1),
-    ):
-        if not isinstance(value, Integral) or isinstance(value, bool) or value < low:
-            raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
+    _check_episode_shape(
+        n_way=n_way, k_shot=k_shot, n_query=n_query, n_episodes=n_episodes
+    )
 
     def few_shot_scorer(estimator, X, y, groups=None):
         return evaluate_few_shot(

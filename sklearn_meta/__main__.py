@@ -1,0 +1,184 @@
+"""Command line: ``sklearn-meta demo`` (or ``python -m sklearn_meta demo``).
+
+The demo meta-trains on the embedded synthetic glyphs (or an Omniglot folder
+or zip) and prints few-shot accuracy on held-out classes next to the
+raw-pixel nearest-centroid baseline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+import numpy as np
+
+#: Omniglot alphabets held out for testing, as in the project's benchmarks.
+TEST_ALPHABETS = ("Early_Aramaic", "Sanskrit", "Tagalog")
+
+ESTIMATORS = ("metric",)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a positive integer, got {text!r}"
+        ) from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sklearn-meta", description="Meta-learning as scikit-learn estimators."
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    demo = commands.add_parser(
+        "demo",
+        help="meta-train on glyphs (or Omniglot) and print few-shot accuracy",
+        description=(
+            "Meta-train on 600 classes of synthetic handwritten glyphs (or an "
+            "Omniglot folder/zip with --data) and print 5-way few-shot accuracy "
+            "on 100 held-out classes next to raw-pixel nearest centroids."
+        ),
+    )
+    demo.add_argument("--estimator", choices=ESTIMATORS, default="metric")
+    demo.add_argument(
+        "--shots",
+        type=_positive_int,
+        nargs="+",
+        default=[1, 5],
+        help="k-shot values to test",
+    )
+    demo.add_argument(
+        "--ways", type=_positive_int, default=5, help="classes per test episode"
+    )
+    demo.add_argument(
+        "--episodes", type=_positive_int, default=600, help="test episodes"
+    )
+    demo.add_argument(
+        "--epochs",
+        type=_positive_int,
+        default=3,
+        help="meta-training epochs of 500 episodes",
+    )
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument(
+        "--data", default=None, help="Omniglot folder or zip instead of glyphs"
+    )
+    demo.add_argument("--device", default="auto")
+    demo.add_argument("--json", action="store_true", help="print one JSON line")
+    demo.add_argument("--quiet", action="store_true", help="no progress bar")
+    return parser
+
+
+def _load(data, seed):
+    from .datasets import load_omniglot, make_glyph_tasks
+
+    if data is None:
+        X, y = make_glyph_tasks(n_classes=700, n_per_class=20, random_state=seed)
+        train = y < 600
+        return X[train], y[train], X[~train], y[~train], "synthetic glyphs"
+    bunch = load_omniglot(data)
+    alphabets = np.unique(bunch.alphabet)
+    held_out = [a for a in alphabets if a in TEST_ALPHABETS] or list(
+        alphabets[-max(1, len(alphabets) // 3) :]
+    )
+    test = np.isin(bunch.alphabet, held_out)
+    if test.all() or not test.any():
+        raise ValueError(
+            f"--data {data!r} has alphabets {alphabets.tolist()}: need at least two "
+            "to hold some out for testing"
+        )
+    return (
+        bunch.data[~test],
+        bunch.target[~test],
+        bunch.data[test],
+        bunch.target[test],
+        f"Omniglot ({', '.join(held_out)} held out)",
+    )
+
+
+def _estimator(name, args, n_way):
+    from . import MetaMetricClassifier
+
+    # Prototypical networks learn more from episodes with more ways than
+    # the test uses (Snell et al. 2017); the stride-2 Conv4 is four times
+    # cheaper than max pooling and as accurate on 28x28 characters.
+    return MetaMetricClassifier(
+        backbone="conv4_strided",
+        n_way=max(20, n_way),
+        n_query=5,
+        max_epochs=args.epochs,
+        episodes_per_epoch=500,
+        device=args.device,
+        random_state=args.seed,
+        verbose=0 if args.quiet or args.json else 1,
+    )
+
+
+def demo(args) -> dict:
+    """Run the demo; returns the figures it prints."""
+    from .model_selection import evaluate_few_shot, evaluate_nearest_centroid
+
+    start = time.perf_counter()
+    X_train, y_train, X_test, y_test, source = _load(args.data, args.seed)
+    n_test_classes = len(np.unique(y_test))
+    if args.ways > n_test_classes:
+        raise ValueError(
+            f"--ways {args.ways} exceeds the {n_test_classes} held-out classes; lower --ways"
+        )
+    say = (lambda *a: None) if args.json else print
+    say(
+        f"Meta-training {args.estimator} on {len(np.unique(y_train))} classes of "
+        f"{source}; testing on {n_test_classes} new classes."
+    )
+    estimator = _estimator(args.estimator, args, args.ways).fit(X_train, y_train)
+    train_seconds = time.perf_counter() - start
+    figures = {
+        "data": source,
+        "estimator": args.estimator,
+        "train_seconds": round(train_seconds, 1),
+    }
+    say(
+        f"\n{args.ways}-way accuracy on new classes ({args.episodes} episodes, 95% CI):"
+    )
+    for k_shot in args.shots:
+        common = dict(
+            n_way=args.ways,
+            k_shot=k_shot,
+            n_query=15,
+            n_episodes=args.episodes,
+            random_state=args.seed,
+        )
+        learned = evaluate_few_shot(estimator, X_test, y_test, **common)
+        pixels = evaluate_nearest_centroid(X_test, y_test, **common)
+        say(f"  {k_shot}-shot: meta-learned {learned}   raw pixels {pixels}")
+        figures[f"{args.ways}way_{k_shot}shot"] = round(learned.mean, 4)
+        figures[f"{args.ways}way_{k_shot}shot_ci95"] = round(learned.ci95, 4)
+        figures[f"{args.ways}way_{k_shot}shot_pixels"] = round(pixels.mean, 4)
+    figures["total_seconds"] = round(time.perf_counter() - start, 1)
+    say(f"\nDone in {figures['total_seconds']:.0f} s.")
+    if args.json:
+        print(json.dumps(figures))
+    return figures
+
+
+def main(argv=None) -> int:
+    """Entry point of the ``sklearn-meta`` command."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "demo":
+            demo(args)
+    except (ValueError, OSError) as error:
+        parser.exit(2, f"sklearn-meta {args.command}: error: {error}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

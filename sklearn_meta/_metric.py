@@ -531,7 +531,8 @@ class MetaMetricClassifier(
         y : ndarray of shape (n_samples,)
             Predicted classes.
         """
-        return self.classes_[np.argmax(self.decision_function(X), axis=1)]
+        scores = self.decision_function(X)
+        return self.classes_[np.argmax(scores, axis=1)]
 
     # -- batched few-shot evaluation (used by model_selection) -----------------
 

@@ -1,0 +1,302 @@
+"""Bad input: every public entry point fails with a clear error and changes nothing."""
+
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from numpy.testing import assert_array_equal
+from sklearn.exceptions import NotFittedError
+
+import sklearn_meta
+from sklearn_meta import MetaMetricClassifier, TaskCollection
+from sklearn_meta.model_selection import (
+    ClassKFold,
+    evaluate_few_shot,
+    evaluate_nearest_centroid,
+    make_few_shot_scorer,
+)
+
+SMALL = dict(
+    max_epochs=1,
+    episodes_per_epoch=10,
+    random_state=0,
+    hidden_layer_sizes=(16,),
+    embedding_dim=8,
+    device="cpu",
+)
+
+
+def _factories():
+    factories = {"metric": lambda **p: MetaMetricClassifier(**{**SMALL, **p})}
+    if hasattr(sklearn_meta, "MAMLFeatureExtractor"):
+        factories["maml"] = lambda **p: sklearn_meta.MAMLFeatureExtractor(
+            **{**SMALL, **p}
+        )
+    if hasattr(sklearn_meta, "LEOTransformer"):
+        factories["leo"] = lambda **p: sklearn_meta.LEOTransformer(
+            **{**SMALL, "latent_dim": 8, **p}
+        )
+    return factories
+
+
+FACTORIES = _factories()
+
+
+def _data(n_classes=8, n_per_class=6, n_features=5):
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(n_classes), n_per_class)
+    return rng.normal(size=(len(y), n_features)) + y[:, None], y
+
+
+@pytest.fixture(scope="module", params=sorted(FACTORIES))
+def fitted(request):
+    """A fitted and adapted estimator of every kind."""
+    X, y = _data()
+    estimator = FACTORIES[request.param]().fit(X, y)
+    return estimator.partial_fit(X[::6][:4], y[::6][:4])
+
+
+def _outputs(estimator, X):
+    """Everything an estimator answers, to compare before and after a failed call."""
+    outputs = {"transform": estimator.transform(X)}
+    if hasattr(estimator, "predict_proba"):
+        outputs["proba"] = estimator.predict_proba(X)
+    state = {k: v for k, v in vars(estimator).items() if not k.startswith("net")}
+    return outputs, sorted(state)
+
+
+def _assert_unchanged(estimator, before, X):
+    after = _outputs(estimator, X)
+    assert before[1] == after[1]
+    for key, value in before[0].items():
+        assert_array_equal(value, after[0][key])
+
+
+X_GOOD, Y_GOOD = _data()
+NAN = X_GOOD.copy()
+NAN[0, 0] = np.nan
+INF = X_GOOD.copy()
+INF[1, 1] = np.inf
+
+FIT_CASES = [
+    ("nan", NAN, Y_GOOD, {}, "NaN"),
+    ("inf", INF, Y_GOOD, {}, "infinity"),
+    ("empty", np.zeros((0, 5)), np.zeros(0), {}, "0 sample"),
+    ("one sample", X_GOOD[:1], Y_GOOD[:1], {}, "at least two classes|1 sample|one class"),
+    ("one class", X_GOOD[:6], Y_GOOD[:6], {}, "two classes|one class|1 class"),
+    ("object", np.full(X_GOOD.shape, "a", dtype=object), Y_GOOD, {}, "convert|numeric|dtype"),
+    ("complex", X_GOOD + 1j, Y_GOOD, {}, "[Cc]omplex"),
+    ("y length", X_GOOD, Y_GOOD[:-1], {}, "inconsistent numbers of samples"),
+    ("3-d X", X_GOOD.reshape(48, 5, 1), Y_GOOD, {}, "2-D|4-D|dim"),
+    ("groups length", X_GOOD, Y_GOOD, {"groups": np.zeros(3)}, "groups"),
+    ("no y", X_GOOD, None, {}, "needs y"),
+]
+
+
+@pytest.mark.parametrize("kind", sorted(FACTORIES))
+@pytest.mark.parametrize(
+    "case, X, y, kwargs, match", FIT_CASES, ids=[c[0] for c in FIT_CASES]
+)
+def test_fit_rejects_bad_data(kind, case, X, y, kwargs, match):
+    """fit on bad data raises a ValueError saying what is wrong."""
+    with pytest.raises(ValueError, match=match):
+        FACTORIES[kind]().fit(X, y, **kwargs)
+
+
+PARAM_CASES = [
+    ({"n_way": 1}, "n_way"),
+    ({"k_shot": 0}, "k_shot"),
+    ({"n_query": 0}, "n_query"),
+    ({"meta_lr": 0.0}, "meta_lr"),
+    ({"meta_lr": -1.0}, "meta_lr"),
+    ({"max_epochs": 0}, "max_epochs"),
+    ({"episodes_per_epoch": 0}, "episodes_per_epoch"),
+    ({"meta_batch_size": 0}, "meta_batch_size"),
+    ({"embedding_dim": 0}, "embedding_dim"),
+    ({"validation_fraction": 1.0}, "validation_fraction"),
+    ({"validation_fraction": 0.01}, "validation_fraction"),
+    ({"backbone": "resnet"}, "backbone"),
+    ({"input_shape": (2, 2)}, "input_shape"),
+    ({"input_shape": (0, 5)}, "input_shape"),
+    ({"device": "tpu"}, "device"),
+    ({"verbose": -1}, "verbose"),
+]
+
+
+@pytest.mark.parametrize("kind", sorted(FACTORIES))
+@pytest.mark.parametrize(
+    "params, match", PARAM_CASES, ids=[str(c[0]) for c in PARAM_CASES]
+)
+def test_fit_rejects_out_of_range_parameters(kind, params, match):
+    """Out-of-range parameters are refused at fit with their name in the message."""
+    with pytest.raises(ValueError, match=match):
+        FACTORIES[kind](**params).fit(X_GOOD, Y_GOOD)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without GPU")
+@pytest.mark.parametrize("kind", sorted(FACTORIES))
+def test_cuda_without_gpu_is_a_clear_error(kind):
+    """device='cuda' on a CPU-only machine says to use 'cpu' or 'auto'."""
+    with pytest.raises(ValueError, match="no CUDA GPU"):
+        FACTORIES[kind](device="cuda").fit(X_GOOD, Y_GOOD)
+
+
+def test_failed_fit_leaves_a_fitted_estimator_unchanged(fitted):
+    """A refit that fails keeps the previous model exactly."""
+    before = _outputs(fitted, X_GOOD)
+    for case, X, y, kwargs, _ in FIT_CASES:
+        with pytest.raises(ValueError):
+            fitted.fit(X, y, **kwargs)
+    _assert_unchanged(fitted, before, X_GOOD)
+
+
+@pytest.mark.parametrize(
+    "method", ["transform", "predict", "predict_proba", "partial_fit"]
+)
+@pytest.mark.parametrize(
+    "X, match",
+    [
+        (X_GOOD[:, :3], "features"),
+        (NAN, "NaN"),
+        (np.zeros((0, 5)), "0 sample"),
+        (X_GOOD + 1j, "[Cc]omplex"),
+    ],
+    ids=["feature count", "nan", "empty", "complex"],
+)
+def test_inference_rejects_bad_data_and_changes_nothing(fitted, method, X, match):
+    """Bad X at transform/predict/partial_fit raises and leaves the model as it was."""
+    if not hasattr(fitted, method):
+        pytest.skip(f"{type(fitted).__name__} has no {method}")
+    before = _outputs(fitted, X_GOOD)
+    args = (X, Y_GOOD[: len(X)]) if method == "partial_fit" else (X,)
+    with pytest.raises(ValueError, match=match):
+        getattr(fitted, method)(*args)
+    _assert_unchanged(fitted, before, X_GOOD)
+
+
+def test_partial_fit_rejects_bad_labels_and_changes_nothing(fitted):
+    """Wrong-length or continuous y in partial_fit is refused without side effects."""
+    before = _outputs(fitted, X_GOOD)
+    with pytest.raises(ValueError, match="inconsistent numbers of samples"):
+        fitted.partial_fit(X_GOOD[:4], Y_GOOD[:3])
+    with pytest.raises(ValueError, match="continuous|Unknown label type"):
+        fitted.partial_fit(X_GOOD[:4], np.linspace(0, 1, 4))
+    _assert_unchanged(fitted, before, X_GOOD)
+
+
+@pytest.mark.parametrize("kind", sorted(FACTORIES))
+@pytest.mark.parametrize("method", ["transform", "predict", "predict_proba"])
+def test_unfitted_estimator_raises_not_fitted(kind, method):
+    """Inference before fit is a NotFittedError (or the method is absent)."""
+    estimator = FACTORIES[kind]()
+    if not hasattr(estimator, method):
+        return
+    with pytest.raises(NotFittedError):
+        getattr(estimator, method)(X_GOOD)
+
+
+def test_images_of_the_wrong_shape_are_refused():
+    """An image estimator refuses images of another size at transform."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(24, 1, 8, 8)).astype(np.float32)
+    y = np.repeat(np.arange(4), 6)
+    clf = MetaMetricClassifier(**{**SMALL, "backbone": "conv4_strided"}).fit(X, y)
+    with pytest.raises(ValueError, match="images of shape"):
+        clf.transform(rng.normal(size=(2, 1, 4, 16)))
+    with pytest.raises(ValueError, match="features"):
+        clf.transform(rng.normal(size=(2, 1, 9, 9)))
+
+
+def test_input_shape_that_does_not_match_the_features():
+    """input_shape whose product differs from the feature count says so."""
+    with pytest.raises(ValueError, match="input_shape=\\(1, 2, 2\\) holds 4 values"):
+        MetaMetricClassifier(**{**SMALL, "input_shape": (1, 2, 2)}).fit(X_GOOD, Y_GOOD)
+
+
+def test_conv_backbone_on_rows_without_input_shape():
+    """A Conv4 on tabular rows says to pass images or input_shape."""
+    with pytest.raises(ValueError, match="input_shape"):
+        MetaMetricClassifier(**{**SMALL, "backbone": "conv4"}).fit(X_GOOD, Y_GOOD)
+
+
+def test_continuous_y_is_refused_by_the_classifier():
+    """The classifier does not take regression targets."""
+    with pytest.raises(ValueError, match="Unknown label type|continuous"):
+        MetaMetricClassifier(**SMALL).fit(X_GOOD, np.linspace(0, 1, len(X_GOOD)))
+
+
+def test_groups_with_a_list_of_tasks_is_refused():
+    """Tasks already define the groups."""
+    tasks = [(X_GOOD[:24], Y_GOOD[:24]), (X_GOOD[24:], Y_GOOD[24:])]
+    with pytest.raises(ValueError, match="groups must be None"):
+        MetaMetricClassifier(**SMALL).fit(tasks, groups=[0, 1])
+    with pytest.raises(ValueError, match="same shape"):
+        TaskCollection([(X_GOOD[:4], Y_GOOD[:4]), (X_GOOD[:4, :2], Y_GOOD[:4])])
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"n_way": 1}, "n_way"),
+        ({"k_shot": 0}, "k_shot"),
+        ({"n_episodes": 0}, "n_episodes"),
+        ({"n_query": 1.5}, "n_query"),
+    ],
+)
+def test_evaluation_and_scorer_parameters(fitted, kwargs, match):
+    """evaluate_few_shot and make_few_shot_scorer check their parameters."""
+    with pytest.raises(ValueError, match=match):
+        evaluate_few_shot(fitted.reset_adaptation(), X_GOOD, Y_GOOD, **kwargs)
+    with pytest.raises(ValueError, match=match):
+        make_few_shot_scorer(**kwargs)
+    with pytest.raises(ValueError, match=match):
+        evaluate_nearest_centroid(X_GOOD, Y_GOOD, **kwargs)
+
+
+def test_evaluation_data_checks(fitted):
+    """Mismatched lengths, unusable classes and non-meta-learners are refused."""
+    with pytest.raises(ValueError, match="samples but y has"):
+        evaluate_few_shot(fitted, X_GOOD, Y_GOOD[:-1])
+    with pytest.raises(ValueError, match="lower k_shot"):
+        evaluate_few_shot(fitted, X_GOOD, Y_GOOD, k_shot=6)
+    with pytest.raises(ValueError, match="groups=task_ids"):
+        evaluate_few_shot(fitted, X_GOOD, np.linspace(0, 1, len(Y_GOOD)))
+    with pytest.raises(ValueError, match="sklearn-meta estimator"):
+        evaluate_few_shot(object(), X_GOOD, Y_GOOD)
+    unfitted = MetaMetricClassifier()
+    with pytest.raises(NotFittedError):
+        evaluate_few_shot(unfitted, X_GOOD, Y_GOOD)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"n_splits": 1}, "at least 2"),
+        ({"n_splits": 2.5}, "must be an int"),
+        ({"shuffle": "yes"}, "True or False"),
+    ],
+)
+def test_class_k_fold_parameters(kwargs, match):
+    """ClassKFold checks its parameters."""
+    with pytest.raises(ValueError, match=match):
+        ClassKFold(**kwargs)
+
+
+def test_class_k_fold_data():
+    """Too few classes for the folds, or no y, are refused."""
+    with pytest.raises(ValueError, match="lower n_splits"):
+        list(ClassKFold(5).split(X_GOOD[:12], Y_GOOD[:12]))
+    with pytest.raises(ValueError, match="needs y"):
+        list(ClassKFold(2).split(X_GOOD))
+    with pytest.raises(ValueError, match="inconsistent numbers of samples"):
+        list(ClassKFold(2).split(X_GOOD[:5], Y_GOOD))
+
+
+def test_failed_partial_fit_on_an_adapted_estimator_keeps_its_task(fitted):
+    """A refused partial_fit keeps the task being adapted."""
+    clone = pickle.loads(pickle.dumps(fitted))
+    before = _outputs(clone, X_GOOD)
+    with pytest.raises(ValueError):
+        clone.partial_fit(X_GOOD[:3, :2], Y_GOOD[:3])
+    _assert_unchanged(clone, before, X_GOOD)

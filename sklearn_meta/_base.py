@@ -284,8 +284,9 @@ class MetaLearnerBase(BaseEstimator):
             X, y, groups = TaskCollection(X).to_arrays()
         if y is None:
             raise ValueError(
-                f"{type(self).__name__}.fit needs y: pass fit(X, y), "
-                "fit(X, y, groups=task_ids) or fit(list_of_(X, y)_tasks)"
+                f"{type(self).__name__} requires y to be passed, but the target y "
+                "is None: pass fit(X, y), fit(X, y, groups=task_ids) or "
+                "fit(list_of_(X, y)_tasks)"
             )
         regression = False
         if allow_regression:
@@ -464,6 +465,7 @@ class MetaLearnerBase(BaseEstimator):
                 callbacks=callbacks,
                 device=device,
                 verbose=int(self.verbose),
+                **self._optimizer_params(),
             )
             try:
                 net.fit(train_set, y=None)
@@ -479,6 +481,10 @@ class MetaLearnerBase(BaseEstimator):
 
     def _divergence_hint(self) -> str:
         return f"lower meta_lr (now {self.meta_lr})"
+
+    def _optimizer_params(self) -> dict:
+        """Extra keyword arguments of the skorch net, e.g. ``optimizer__weight_decay``."""
+        return {}
 
     # -- shared fitted-state helpers -------------------------------------------
 

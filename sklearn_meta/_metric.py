@@ -25,7 +25,12 @@ from ._base import (
     resolve_device,
 )
 from ._compat import Interval, StrOptions, _fit_context
-from .nn.backbones import calibrate_batch_norm, embedding_size, make_backbone
+from .nn.backbones import (
+    calibrate_batch_norm,
+    embedding_size,
+    forward_in_float64,
+    make_backbone,
+)
 from .nn.losses import EpisodeLoss
 from .nn.prototypes import PrototypicalNetwork
 
@@ -439,23 +444,22 @@ class MetaMetricClassifier(
         return getattr(self, "_adapted_module", self.net_.module_)
 
     def _embed(self, module, X: np.ndarray) -> torch.Tensor:
-        """Eval-mode embeddings of ``X``, computed in chunks."""
+        """Eval-mode float64 embeddings of ``X``, computed in chunks.
+
+        float64 makes a sample's embedding independent of its batch (see
+        :func:`~sklearn_meta.nn.backbones.forward_in_float64`).
+        """
         device = self._device()
-        with torch.no_grad():
-            return (
-                torch.cat(
-                    [
-                        module.embed(
-                            torch.as_tensor(
-                                X[start : start + CHUNK_SIZE], device=device
-                            )
-                        )
-                        for start in range(0, len(X), CHUNK_SIZE)
-                    ]
-                )
-                if len(X)
-                else torch.zeros(0, self._n_features_out, device=device)
+        chunks = [
+            forward_in_float64(
+                module.backbone,
+                torch.as_tensor(X[start : start + CHUNK_SIZE], device=device),
             )
+            for start in range(0, len(X), CHUNK_SIZE)
+        ]
+        if not chunks:
+            return torch.zeros(0, self._n_features_out, device=device)
+        return torch.cat(chunks)
 
     def transform(self, X):
         """Embed ``X`` with the (adapted, if adapted) network.
@@ -472,10 +476,28 @@ class MetaMetricClassifier(
         """
         check_is_fitted(self, "net_")
         X = self._validate_samples(X, reset=False)
-        return self._embed(self._current_module(), X).cpu().numpy()
+        embeddings = self._embed(self._current_module(), X)
+        return embeddings.float().cpu().numpy()
+
+    def _logits(self, X) -> np.ndarray:
+        """Logits ``(n_samples, n_classes)``; a class with no example yet gets -inf."""
+        check_is_fitted(self, ["net_", "prototypes_"])
+        X = self._validate_samples(X, reset=False)
+        module = self._current_module()
+        # Distances in float64: in float32 their rounding depends on how many
+        # samples share the batch, and a sample's score should not.
+        embeddings = self._embed(module, X)
+        prototypes = torch.as_tensor(
+            self.prototypes_, dtype=torch.float64, device=embeddings.device
+        )
+        empty = torch.isnan(prototypes).any(dim=1)
+        with torch.no_grad():
+            logits = module.logits(embeddings, torch.nan_to_num(prototypes))
+        logits[:, empty] = float("-inf")
+        return logits.cpu().numpy()
 
     def decision_function(self, X):
-        """Logits of each class of ``classes_``: scaled negative distances.
+        """Confidence scores: scaled negative distances to the prototypes.
 
         Parameters
         ----------
@@ -484,21 +506,15 @@ class MetaMetricClassifier(
 
         Returns
         -------
-        scores : ndarray of shape (n_samples, n_classes)
-            Classes whose prototype has no example yet get ``-inf``.
+        scores : ndarray of shape (n_samples, n_classes), or (n_samples,) for two classes
+            Logits of the classes of ``classes_`` (classes without an example
+            yet get ``-inf``); with two classes, as in scikit-learn, the score
+            of the second class minus that of the first.
         """
-        check_is_fitted(self, ["net_", "prototypes_"])
-        X = self._validate_samples(X, reset=False)
-        module = self._current_module()
-        embeddings = self._embed(module, X)
-        prototypes = torch.as_tensor(
-            self.prototypes_, dtype=embeddings.dtype, device=embeddings.device
-        )
-        empty = torch.isnan(prototypes).any(dim=1)
-        with torch.no_grad():
-            logits = module.logits(embeddings, torch.nan_to_num(prototypes))
-        logits[:, empty] = float("-inf")
-        return logits.cpu().numpy().astype(np.float64)
+        logits = self._logits(X)
+        if logits.shape[1] == 2:
+            return logits[:, 1] - logits[:, 0]
+        return logits
 
     def predict_proba(self, X):
         """Class probabilities: a softmax over the logits.
@@ -513,7 +529,7 @@ class MetaMetricClassifier(
         proba : ndarray of shape (n_samples, n_classes)
             Probabilities in the order of ``classes_``.
         """
-        logits = self.decision_function(X)
+        logits = self._logits(X)
         logits -= logits.max(axis=1, keepdims=True)
         proba = np.exp(logits)
         return proba / proba.sum(axis=1, keepdims=True)
@@ -531,7 +547,7 @@ class MetaMetricClassifier(
         y : ndarray of shape (n_samples,)
             Predicted classes.
         """
-        scores = self.decision_function(X)
+        scores = self._logits(X)
         return self.classes_[np.argmax(scores, axis=1)]
 
     # -- batched few-shot evaluation (used by model_selection) -----------------

@@ -83,14 +83,26 @@ FIT_CASES = [
     ("nan", NAN, Y_GOOD, {}, "NaN"),
     ("inf", INF, Y_GOOD, {}, "infinity"),
     ("empty", np.zeros((0, 5)), np.zeros(0), {}, "0 sample"),
-    ("one sample", X_GOOD[:1], Y_GOOD[:1], {}, "at least two classes|1 sample|one class"),
+    (
+        "one sample",
+        X_GOOD[:1],
+        Y_GOOD[:1],
+        {},
+        "at least two classes|1 sample|one class",
+    ),
     ("one class", X_GOOD[:6], Y_GOOD[:6], {}, "two classes|one class|1 class"),
-    ("object", np.full(X_GOOD.shape, "a", dtype=object), Y_GOOD, {}, "convert|numeric|dtype"),
+    (
+        "object",
+        np.full(X_GOOD.shape, "a", dtype=object),
+        Y_GOOD,
+        {},
+        "convert|numeric|dtype",
+    ),
     ("complex", X_GOOD + 1j, Y_GOOD, {}, "[Cc]omplex"),
     ("y length", X_GOOD, Y_GOOD[:-1], {}, "inconsistent numbers of samples"),
     ("3-d X", X_GOOD.reshape(48, 5, 1), Y_GOOD, {}, "2-D|4-D|dim"),
     ("groups length", X_GOOD, Y_GOOD, {"groups": np.zeros(3)}, "groups"),
-    ("no y", X_GOOD, None, {}, "needs y"),
+    ("no y", X_GOOD, None, {}, "requires y"),
 ]
 
 

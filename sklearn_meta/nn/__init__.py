@@ -6,16 +6,23 @@ from .backbones import (
     TaskBatchNorm2d,
     calibrate_batch_norm,
     embedding_size,
+    forward_in_float64,
     make_backbone,
     set_elementary_batch_norm,
 )
+from .leo import LEO, LEOState
+from .prototypes import PrototypicalNetwork
 
 __all__ = [
+    "LEO",
     "MLP",
     "Conv4",
+    "LEOState",
+    "PrototypicalNetwork",
     "TaskBatchNorm2d",
     "calibrate_batch_norm",
     "embedding_size",
+    "forward_in_float64",
     "make_backbone",
     "set_elementary_batch_norm",
 ]

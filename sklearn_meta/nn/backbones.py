@@ -103,6 +103,26 @@ def calibrate_batch_norm(
     module.train(was_training)
 
 
+def forward_in_float64(module: nn.Module, *inputs: torch.Tensor) -> torch.Tensor:
+    """``module(*inputs)`` computed with float64 copies of its weights, without grad.
+
+    In float32 the rounding of a sample's output depends on how many samples
+    share its batch (matrix kernels block the work by batch size), so a
+    transform would change in the seventh digit with the batch. In float64
+    that noise is far below float32 resolution. The copies are made per call:
+    for these networks that costs less than the forward pass itself.
+    """
+    params = {name: p.detach().double() for name, p in module.named_parameters()}
+    buffers = {
+        name: b.double() if b.is_floating_point() else b
+        for name, b in module.named_buffers()
+    }
+    with torch.no_grad():
+        return torch.func.functional_call(
+            module, (params, buffers), tuple(x.double() for x in inputs)
+        )
+
+
 def set_elementary_batch_norm(module: nn.Module, elementary: bool = True) -> None:
     """Switch every :class:`TaskBatchNorm2d` in ``module`` to elementary operations."""
     for layer in module.modules():

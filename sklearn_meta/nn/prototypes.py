@@ -78,7 +78,8 @@ class PrototypicalNetwork(nn.Module):
             # (a-b)^T (D + U U^T) (a-b) = |sqrt(D)(a-b)|^2 + |U^T(a-b)|^2
             mapped = embeddings * F.softplus(self.diagonal).sqrt()
             if self.low_rank is not None:
-                mapped = torch.cat([mapped, embeddings @ self.low_rank], dim=-1)
+                low_rank = self.low_rank.to(embeddings.dtype)
+                mapped = torch.cat([mapped, embeddings @ low_rank], dim=-1)
             return mapped
         return embeddings
 

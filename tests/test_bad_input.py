@@ -220,6 +220,14 @@ def test_images_of_the_wrong_shape_are_refused():
         clf.transform(rng.normal(size=(2, 1, 9, 9)))
 
 
+def test_images_too_small_for_max_pooling():
+    """Four max-pooling halvings on 8x8 images are refused with a way out."""
+    X = np.zeros((24, 1, 8, 8), dtype=np.float32)
+    y = np.repeat(np.arange(4), 6)
+    with pytest.raises(ValueError, match="too small.*conv4_strided"):
+        MetaMetricClassifier(**{**SMALL, "backbone": "conv4"}).fit(X, y)
+
+
 def test_input_shape_that_does_not_match_the_features():
     """input_shape whose product differs from the feature count says so."""
     with pytest.raises(ValueError, match="input_shape=\\(1, 2, 2\\) holds 4 values"):

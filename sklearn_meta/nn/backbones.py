@@ -199,6 +199,13 @@ class Conv4(nn.Module):
                 nn.ReLU(),
             ]
             if downsample == "max_pool":
+                if height < 2 or width < 2:
+                    raise ValueError(
+                        f"images of {self.input_shape[1]}x{self.input_shape[2]} "
+                        f"pixels are too small for {n_blocks} max-pooling blocks "
+                        f"(at least {2**n_blocks}x{2**n_blocks} needed); use "
+                        "backbone='conv4_strided' or larger images"
+                    )
                 block.append(nn.MaxPool2d(2))
                 height, width = height // 2, width // 2
             else:

@@ -7,9 +7,15 @@ classifier that adapts to a new task from a handful of labelled examples:
 :class:`LEOTransformer` (Latent Embedding Optimization).
 """
 
+from ._maml import MAMLFeatureExtractor
 from ._metric import MetaMetricClassifier
 from .tasks import TaskCollection
 
 __version__ = "0.1.0.dev0"
 
-__all__ = ["MetaMetricClassifier", "TaskCollection", "__version__"]
+__all__ = [
+    "MAMLFeatureExtractor",
+    "MetaMetricClassifier",
+    "TaskCollection",
+    "__version__",
+]

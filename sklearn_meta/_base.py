@@ -269,11 +269,14 @@ class MetaLearnerBase(BaseEstimator):
             )
         return tuple(int(s) for s in shape)
 
-    def _validate_fit_data(self, X, y, groups, *, allow_regression: bool):
+    def _validate_fit_data(
+        self, X, y, groups, *, allow_regression: bool, force_regression=False
+    ):
         """Check the meta-training data; returns ``X, targets, groups, regression``.
 
         Classification targets are encoded ``0..n_classes-1`` and the classes
-        stored in ``classes_``; regression (continuous ``y``) needs ``groups``.
+        stored in ``classes_``; regression (continuous ``y``, or any numeric
+        ``y`` with ``force_regression``) needs ``groups``.
         """
         if is_task_list(X, y):
             if groups is not None:
@@ -288,8 +291,8 @@ class MetaLearnerBase(BaseEstimator):
                 "is None: pass fit(X, y), fit(X, y, groups=task_ids) or "
                 "fit(list_of_(X, y)_tasks)"
             )
-        regression = False
-        if allow_regression:
+        regression = bool(force_regression)
+        if allow_regression and not regression:
             target_type = type_of_target(y, input_name="y", raise_unknown=True)
             regression = target_type in ("continuous", "continuous-multioutput")
         X, y = self._validate_samples(X, reset=True, y=y, y_numeric=regression)
@@ -446,6 +449,8 @@ class MetaLearnerBase(BaseEstimator):
                     ),
                 )
             )
+        extra = dict(self._net_params())
+        callbacks += extra.pop("callbacks", [])
         # skorch initialises the callbacks it is given in place: copies keep the
         # user's instances untouched, so the estimator can be cloned and refitted.
         callbacks += [copy.deepcopy(cb) for cb in (self.callbacks or [])]
@@ -465,7 +470,7 @@ class MetaLearnerBase(BaseEstimator):
                 callbacks=callbacks,
                 device=device,
                 verbose=int(self.verbose),
-                **self._optimizer_params(),
+                **extra,
             )
             try:
                 net.fit(train_set, y=None)
@@ -482,8 +487,12 @@ class MetaLearnerBase(BaseEstimator):
     def _divergence_hint(self) -> str:
         return f"lower meta_lr (now {self.meta_lr})"
 
-    def _optimizer_params(self) -> dict:
-        """Extra keyword arguments of the skorch net, e.g. ``optimizer__weight_decay``."""
+    def _net_params(self) -> dict:
+        """Extra skorch net arguments (``optimizer__weight_decay``, ...).
+
+        A ``"callbacks"`` entry, a list of ``(name, callback)`` pairs, is added
+        to the default callbacks, before the user's.
+        """
         return {}
 
     # -- shared fitted-state helpers -------------------------------------------

@@ -1,0 +1,623 @@
+"""MAMLFeatureExtractor: MAML and its family as a scikit-learn transformer."""
+
+from __future__ import annotations
+
+import copy
+from numbers import Integral, Real
+
+import numpy as np
+import torch
+from sklearn.base import ClassNamePrefixFeaturesOutMixin, TransformerMixin
+from sklearn.utils.metaestimators import available_if
+from sklearn.utils.multiclass import check_classification_targets, type_of_target
+from sklearn.utils.validation import check_is_fitted
+
+from ._base import (
+    CHUNK_SIZE,
+    SHARED_PARAMETER_CONSTRAINTS,
+    MetaLearnerBase,
+    MetaNet,
+    atomic,
+    resolve_device,
+)
+from ._compat import Interval, StrOptions, _fit_context
+from .nn.backbones import (
+    calibrate_batch_norm,
+    embedding_size,
+    forward_in_float64,
+    make_backbone,
+)
+from .nn.losses import EpisodeLoss, episode_scores
+from .nn.maml import MAML
+
+#: Training samples used to estimate the BatchNorm statistics after fit.
+N_CALIBRATION_SAMPLES = 4096
+
+#: Episodes drawn by ``score``.
+N_SCORE_EPISODES = 100
+
+
+def _adapted(estimator) -> bool:
+    return hasattr(estimator, "_adapted_params")
+
+
+def _adapted_classifier(estimator) -> bool:
+    return _adapted(estimator) and not estimator._regression
+
+
+class MAMLFeatureExtractor(
+    ClassNamePrefixFeaturesOutMixin, TransformerMixin, MetaLearnerBase
+):
+    """MAML and its family: a meta-learned initialisation, adapted by gradient steps.
+
+    ``fit`` meta-learns the initial weights of a network (a body and a linear
+    head) such that ``inner_steps`` gradient steps at ``inner_lr`` on a new
+    task's few labelled examples fit that task. ``transform`` returns the
+    body's embedding (penultimate layer), adapted once ``partial_fit`` has
+    adapted it to a task; ``predict`` then answers for that task.
+
+    The family: ``first_order=True`` is first-order MAML; ``inner_params="head"``
+    is ANIL (only the head adapts; the body runs once per meta-batch);
+    ``learn_inner_lr=True`` is Meta-SGD (a learned step size per weight);
+    ``algorithm="reptile"`` is Reptile. The default, second-order MAML, is
+    exact: its meta-gradient equals a plain-autograd reference.
+
+    Parameters
+    ----------
+    inner_lr : float, default=0.1
+        Step size of the inner loop (initial value when learned).
+    inner_steps : int, default=1
+        Inner gradient steps per task in meta-training.
+    adapt_steps : int or None, default=None
+        Gradient steps at adaptation (``partial_fit``, ``score``); ``None``
+        means ``inner_steps``. Taking more steps at test time often helps.
+    first_order : bool, default=False
+        First-order MAML: drop the second-order terms of the meta-gradient.
+    inner_params : {"all", "head"}, default="all"
+        ``"head"`` adapts only the head (ANIL).
+    learn_inner_lr : bool, default=False
+        Meta-SGD: learn one inner step size per adapted weight.
+    algorithm : {"maml", "reptile"}, default="maml"
+        ``"reptile"`` moves the initialisation towards the adapted weights.
+    task : {"auto", "classification", "regression"}, default="auto"
+        ``"auto"``: regression when ``y`` is continuous (tasks then come from
+        ``groups``), classification otherwise.
+    backbone : {"auto", "mlp", "conv4", "conv4_strided"} or torch.nn.Module, default="auto"
+        The body. ``"auto"`` is ``"conv4"`` for images, ``"mlp"`` for rows.
+    hidden_layer_sizes : tuple of int, default=(128, 128)
+        Hidden layers of the MLP body.
+    embedding_dim : int, default=64
+        Width of the embedding (channels of the Conv4 body).
+    input_shape : tuple of int, default=None
+        Shape ``(C, H, W)`` of one image when images come as flat rows.
+    n_way, k_shot, n_query : int, default=5, 1, 15
+        Shape of the training episodes (``n_way`` is unused in regression).
+    meta_batch_size : int, default=16
+        Tasks per outer step.
+    max_epochs : int, default=20
+        Passes of ``episodes_per_epoch`` tasks.
+    episodes_per_epoch : int, default=1000
+        Tasks per epoch.
+    meta_lr : float, default=1e-3
+        Adam's learning rate for the outer update.
+    validation_fraction : float, default=0.0
+        Fraction of classes (or tasks) held out to record few-shot validation
+        scores each epoch.
+    callbacks : list of skorch callbacks, default=None
+        Extra skorch callbacks; copied before use.
+    device : {"auto", "cpu", "cuda"} or str, default="auto"
+        Where the network runs.
+    random_state : int, RandomState instance or None, default=None
+        Seeds initialisation and episodes; bit-for-bit repeatable on CPU.
+    verbose : int, default=0
+        1 shows a progress bar and the per-epoch log.
+
+    Attributes
+    ----------
+    classes_ : ndarray of shape (n_classes,)
+        Training classes after ``fit``; the adapted task's classes after
+        ``partial_fit`` (classification).
+    net_ : skorch.NeuralNet
+        The private skorch net that meta-trained the module.
+    module_ : sklearn_meta.nn.maml.MAML
+        The meta-learned initialisation.
+    history_ : skorch.History
+        Per-epoch losses (and validation scores).
+    n_features_in_ : int
+        Features per sample (pixels for images).
+    feature_names_in_ : ndarray of str
+        Column names, when ``X`` was a DataFrame.
+    input_shape_ : tuple of int
+        Shape of one sample as the body sees it.
+
+    See Also
+    --------
+    MetaMetricClassifier : adapts without gradient steps, by class prototypes.
+    LEOTransformer : adapts in a learned low-dimensional latent space.
+
+    Notes
+    -----
+    BatchNorm layers normalise every task's support and query sets by their
+    own statistics in meta-training, as MAML's reference implementation
+    does, and so does the batched few-shot evaluation (``score``,
+    :func:`~sklearn_meta.model_selection.evaluate_few_shot`). ``transform``
+    and ``predict`` must not depend on the batch, so they normalise with
+    stored statistics: of the training data after ``fit``, of the support
+    set after ``partial_fit``. With an MLP body there is no BatchNorm and the
+    two paths give identical results.
+
+    For classification the head starts with one learned row replicated for
+    every class (UnicornMAML's permutation-invariant initialisation), so a
+    task may have any number of classes. A consequence worth knowing: at the
+    first inner step all logits are equal and the gradient reaching the body
+    cancels, so the first step adapts only the head and the body adapts from
+    the second step on (the meta-gradient trains the body either way).
+
+    References
+    ----------
+    .. [1] C. Finn, P. Abbeel, S. Levine. "Model-Agnostic Meta-Learning for
+       Fast Adaptation of Deep Networks". ICML 2017.
+
+    Examples
+    --------
+    >>> from sklearn_meta import MAMLFeatureExtractor
+    >>> from sklearn_meta.datasets import make_sinusoid_tasks
+    >>> X, y, groups = make_sinusoid_tasks(n_tasks=50, n_points=20, random_state=0)
+    >>> maml = MAMLFeatureExtractor(hidden_layer_sizes=(40, 40), embedding_dim=40,
+    ...                             inner_lr=0.01, k_shot=10, n_query=10,
+    ...                             max_epochs=1, episodes_per_epoch=32,
+    ...                             random_state=0)
+    >>> maml = maml.fit(X, y, groups=groups)
+    >>> maml.partial_fit(X[:10], y[:10]).predict(X[10:13]).shape
+    (3,)
+    >>> maml.transform(X[:2]).shape
+    (2, 40)
+    """
+
+    _parameter_constraints: dict = {
+        **SHARED_PARAMETER_CONSTRAINTS,
+        "backbone": [
+            StrOptions({"auto", "mlp", "conv4", "conv4_strided"}),
+            torch.nn.Module,
+        ],
+        "inner_lr": [Interval(Real, 0, None, closed="neither")],
+        "inner_steps": [Interval(Integral, 1, None, closed="left")],
+        "adapt_steps": [Interval(Integral, 0, None, closed="left"), None],
+        "first_order": ["boolean"],
+        "inner_params": [StrOptions({"all", "head"})],
+        "learn_inner_lr": ["boolean"],
+        "algorithm": [StrOptions({"maml", "reptile"})],
+        "task": [StrOptions({"auto", "classification", "regression"})],
+    }
+
+    def __init__(
+        self,
+        inner_lr=0.1,
+        inner_steps=1,
+        *,
+        adapt_steps=None,
+        first_order=False,
+        inner_params="all",
+        learn_inner_lr=False,
+        algorithm="maml",
+        task="auto",
+        backbone="auto",
+        hidden_layer_sizes=(128, 128),
+        embedding_dim=64,
+        input_shape=None,
+        n_way=5,
+        k_shot=1,
+        n_query=15,
+        meta_batch_size=16,
+        max_epochs=20,
+        episodes_per_epoch=1000,
+        meta_lr=1e-3,
+        validation_fraction=0.0,
+        callbacks=None,
+        device="auto",
+        random_state=None,
+        verbose=0,
+    ):
+        self.inner_lr = inner_lr
+        self.inner_steps = inner_steps
+        self.adapt_steps = adapt_steps
+        self.first_order = first_order
+        self.inner_params = inner_params
+        self.learn_inner_lr = learn_inner_lr
+        self.algorithm = algorithm
+        self.task = task
+        self.backbone = backbone
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.embedding_dim = embedding_dim
+        self.input_shape = input_shape
+        self.n_way = n_way
+        self.k_shot = k_shot
+        self.n_query = n_query
+        self.meta_batch_size = meta_batch_size
+        self.max_epochs = max_epochs
+        self.episodes_per_epoch = episodes_per_epoch
+        self.meta_lr = meta_lr
+        self.validation_fraction = validation_fraction
+        self.callbacks = callbacks
+        self.device = device
+        self.random_state = random_state
+        self.verbose = verbose
+
+    # -- building --------------------------------------------------------------
+
+    def _build_module(self, regression: bool) -> MAML:
+        kind = self.backbone
+        if isinstance(kind, str) and kind == "auto":
+            kind = "conv4" if len(self.input_shape_) == 3 else "mlp"
+        body = make_backbone(
+            kind, self.input_shape_, self.hidden_layer_sizes, self.embedding_dim
+        )
+        if isinstance(kind, torch.nn.Module):
+            body = copy.deepcopy(body)
+        if self.algorithm == "reptile" and (
+            self.learn_inner_lr or self.inner_params == "head"
+        ):
+            raise ValueError(
+                "algorithm='reptile' needs learn_inner_lr=False and "
+                "inner_params='all': Reptile has no meta-gradient to learn step "
+                "sizes with, and with only the head adapting it learns nothing"
+            )
+        return MAML(
+            body,
+            embedding_dim=embedding_size(body, self.input_shape_),
+            inner_lr=self.inner_lr,
+            inner_steps=self.inner_steps,
+            first_order=self.first_order,
+            inner_params=self.inner_params,
+            learn_inner_lr=self.learn_inner_lr,
+            algorithm=self.algorithm,
+            task="regression" if regression else "classification",
+        )
+
+    def _divergence_hint(self) -> str:
+        return f"lower meta_lr (now {self.meta_lr}) or inner_lr (now {self.inner_lr})"
+
+    def _n_adapt_steps(self) -> int:
+        return self.inner_steps if self.adapt_steps is None else self.adapt_steps
+
+    # -- fit -------------------------------------------------------------------
+
+    @atomic
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y=None, groups=None):
+        """Meta-learn the initialisation on tasks drawn from ``(X, y)``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features) or (n_samples, C, H, W), or list of (X_i, y_i) tasks
+            Training samples, or a collection of tasks.
+        y : array-like of shape (n_samples,)
+            Class labels, or regression targets (with ``groups``).
+        groups : array-like of shape (n_samples,), default=None
+            Task id of every sample: each group is one task.
+
+        Returns
+        -------
+        self : object
+            The fitted estimator.
+        """
+        X, targets, groups, regression = self._validate_fit_data(
+            X,
+            y,
+            groups,
+            allow_regression=self.task != "classification",
+            force_regression=self.task == "regression",
+        )
+        if regression and hasattr(self, "classes_"):
+            del self.classes_
+        self._build_module(regression)  # refuses bad combinations before training
+        self.net_ = self._meta_train(
+            X, targets, groups, regression, lambda: self._build_module(regression)
+        )
+        self._regression = regression
+        module = self.net_.module_
+        rng = np.random.default_rng(self._seed())
+        calibration = np.sort(rng.permutation(len(X))[:N_CALIBRATION_SAMPLES])
+        calibrate_batch_norm(module.body, self._to_tensor(X[calibration]))
+        module.eval()
+        self._n_features_out = module.embedding_dim
+        if not regression:
+            self._fit_classes = self.classes_
+        return self
+
+    # -- adaptation ------------------------------------------------------------
+
+    @atomic
+    @_fit_context(prefer_skip_nested_validation=True)
+    def partial_fit(self, X, y, classes=None):
+        """Adapt to a task by gradient steps on its labelled examples.
+
+        The first call after ``fit`` or ``reset_adaptation`` starts a new task
+        from the meta-learned initialisation (classification: a head for
+        ``classes``, or the labels of ``y``); later calls take ``adapt_steps``
+        further steps from the adapted weights on the new examples. On an
+        unfitted estimator the network is initialised without meta-learning.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features) or (n_samples, C, H, W)
+            Support examples of the task.
+        y : array-like of shape (n_samples,)
+            Their labels (or regression targets).
+        classes : array-like, default=None
+            All classes of the task, when some have no example in this call.
+
+        Returns
+        -------
+        self : object
+            The adapted estimator.
+        """
+        if not hasattr(self, "net_"):
+            self._initialize_without_meta_training(X, y)
+        X, y = self._validate_samples(X, reset=False, y=y, y_numeric=self._regression)
+        starting = not _adapted(self)
+        module = self.net_.module_
+        if self._regression:
+            targets = torch.as_tensor(y, dtype=torch.float32, device=self._device())
+            n_classes = None
+        else:
+            check_classification_targets(y)
+            task_classes = self._task_classes(y, classes, starting)
+            targets = torch.as_tensor(
+                np.searchsorted(task_classes, y), device=self._device()
+            )
+            n_classes = len(task_classes)
+        support_x = self._to_tensor(X)
+        module.train()  # batch statistics per task, as in meta-training
+        try:
+            params = module.adapt(
+                support_x,
+                targets,
+                n_classes=n_classes,
+                n_steps=self._n_adapt_steps(),
+                params=None if starting else self._adapted_params,
+            )
+        finally:
+            module.eval()
+        params = {name: value.detach() for name, value in params.items()}
+        body = copy.deepcopy(module.body)
+        body.load_state_dict(
+            {
+                name[len("body.") :]: v
+                for name, v in params.items()
+                if name.startswith("body.")
+            },
+            strict=False,
+        )
+        calibrate_batch_norm(body, support_x)
+        body.eval()
+        self._adapted_params = params
+        self._adapted_body = body
+        if not self._regression:
+            self._adapted_classes = task_classes
+            self.classes_ = task_classes
+        return self
+
+    def _task_classes(self, y, classes, starting: bool) -> np.ndarray:
+        seen = np.unique(y)
+        if starting:
+            task_classes = seen if classes is None else np.unique(classes)
+            if not np.isin(seen, task_classes).all():
+                raise ValueError(
+                    f"y has labels {seen[~np.isin(seen, task_classes)].tolist()} that "
+                    "are not in classes; add them to classes"
+                )
+            if len(task_classes) < 2:
+                raise ValueError(
+                    "a task needs at least two classes to classify, but the first "
+                    f"partial_fit call sees only {task_classes.tolist()}; pass more "
+                    "classes in y, or all of them with classes=..."
+                )
+            return task_classes
+        current = self._adapted_classes
+        if classes is not None and not np.array_equal(np.unique(classes), current):
+            raise ValueError(
+                f"classes={np.unique(classes).tolist()} differs from the classes of "
+                f"the task being adapted, {current.tolist()}; call reset_adaptation() "
+                "to start a new task"
+            )
+        outside = seen[~np.isin(seen, current)]
+        if len(outside):
+            raise ValueError(
+                f"y has labels {outside.tolist()} outside the classes of the task "
+                f"being adapted, {current.tolist()}; the head has one output per "
+                "class: call reset_adaptation() and start the task with all its "
+                "classes (classes=...)"
+            )
+        return current
+
+    def _initialize_without_meta_training(self, X, y) -> None:
+        """Build an untrained network (partial_fit before fit)."""
+        X = self._validate_samples(X, reset=True)
+        y = np.asarray(y)
+        kind = type_of_target(y, input_name="y")
+        self._regression = self.task == "regression" or (
+            self.task == "auto" and kind == "continuous"
+        )
+        device = resolve_device(self.device)
+        cuda_devices = [device.index or 0] if device.type == "cuda" else []
+        with torch.random.fork_rng(devices=cuda_devices):
+            torch.manual_seed(self._seed())
+            net = MetaNet(
+                module=self._build_module(self._regression),
+                criterion=EpisodeLoss(regression=self._regression),
+                device=device,
+            ).initialize()
+        self.net_ = net
+        calibrate_batch_norm(net.module_.body, torch.as_tensor(X, device=device))
+        net.module_.eval()
+        self._n_features_out = net.module_.embedding_dim
+
+    def reset_adaptation(self):
+        """Forget the adapted task: back to the meta-learned initialisation.
+
+        Returns
+        -------
+        self : object
+            The estimator.
+        """
+        super().reset_adaptation()
+        if hasattr(self, "_fit_classes"):
+            self.classes_ = self._fit_classes
+        elif hasattr(self, "classes_") and not hasattr(self, "_adapted_params"):
+            del self.classes_
+        return self
+
+    # -- inference -------------------------------------------------------------
+
+    def _embed(self, X: np.ndarray) -> torch.Tensor:
+        """float64 embeddings by the (adapted) body, independent of the batch."""
+        body = getattr(self, "_adapted_body", self.net_.module_.body)
+        device = self._device()
+        chunks = [
+            forward_in_float64(
+                body, torch.as_tensor(X[i : i + CHUNK_SIZE], device=device)
+            )
+            for i in range(0, len(X), CHUNK_SIZE)
+        ]
+        if not chunks:
+            return torch.zeros(
+                0, self._n_features_out, dtype=torch.float64, device=device
+            )
+        return torch.cat(chunks)
+
+    def transform(self, X):
+        """The body's embedding of ``X``, adapted if ``partial_fit`` adapted it.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features) or (n_samples, C, H, W)
+            Samples.
+
+        Returns
+        -------
+        embeddings : ndarray of shape (n_samples, embedding_dim)
+            float32 embeddings (the penultimate layer).
+        """
+        check_is_fitted(self, "net_")
+        X = self._validate_samples(X, reset=False)
+        return self._embed(X).float().cpu().numpy()
+
+    def _outputs(self, X) -> np.ndarray:
+        check_is_fitted(self, "net_")
+        X = self._validate_samples(X, reset=False)
+        embeddings = self._embed(X)
+        weight = self._adapted_params["head.weight"].double()
+        bias = self._adapted_params["head.bias"].double()
+        outputs = embeddings @ weight.T + bias
+        return (
+            outputs.squeeze(-1).cpu().numpy()
+            if self._regression
+            else outputs.cpu().numpy()
+        )
+
+    @available_if(_adapted)
+    def predict(self, X):
+        """Predictions of the adapted network: classes, or regression values.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features) or (n_samples, C, H, W)
+            Samples.
+
+        Returns
+        -------
+        y : ndarray of shape (n_samples,)
+            Classes of the adapted task, or regression values.
+        """
+        outputs = self._outputs(X)
+        if self._regression:
+            return outputs
+        return self.classes_[np.argmax(outputs, axis=1)]
+
+    @available_if(_adapted_classifier)
+    def predict_proba(self, X):
+        """Class probabilities of the adapted network.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features) or (n_samples, C, H, W)
+            Samples.
+
+        Returns
+        -------
+        proba : ndarray of shape (n_samples, n_classes)
+            Probabilities in the order of ``classes_``.
+        """
+        logits = self._outputs(X)
+        logits -= logits.max(axis=1, keepdims=True)
+        proba = np.exp(logits)
+        return proba / proba.sum(axis=1, keepdims=True)
+
+    def score(self, X, y, groups=None):
+        """Few-shot score on tasks drawn from ``(X, y)``.
+
+        Episodes of ``n_way`` classes (or, with ``groups``, tasks) with
+        ``k_shot`` support and ``n_query`` query examples: adapt on each
+        support set, judge on its query set. So ``GridSearchCV`` over
+        ``inner_lr`` and ``inner_steps`` with ``cv=ClassKFold(...)`` needs
+        no scorer.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features) or (n_samples, C, H, W)
+            Samples of the classes (tasks) to score on.
+        y : array-like of shape (n_samples,)
+            Labels, or regression targets (with ``groups``).
+        groups : array-like of shape (n_samples,), default=None
+            Task ids; needed for regression.
+
+        Returns
+        -------
+        score : float
+            Mean query accuracy, or negative mean squared error.
+        """
+        from .model_selection import evaluate_few_shot
+
+        return evaluate_few_shot(
+            self,
+            X,
+            y,
+            n_way=self.n_way,
+            k_shot=self.k_shot,
+            n_query=self.n_query,
+            n_episodes=N_SCORE_EPISODES,
+            groups=groups,
+            random_state=0,
+        ).mean
+
+    def _few_shot_scores(self, X, episodes) -> np.ndarray:
+        """Score every episode, adapting a meta-batch of them at a time."""
+        check_is_fitted(self, "net_")
+        X = self._validate_samples(X, reset=False)
+        module = self.net_.module_
+        pool = self._to_tensor(X)
+        regression = self._regression
+        scores = []
+        module.train()  # per-task batch statistics, as in meta-training
+        try:
+            with torch.no_grad():
+                for start in range(0, len(episodes), self.meta_batch_size):
+                    batch = episodes[start : start + self.meta_batch_size].to(
+                        pool.device
+                    )
+                    inputs = batch.gather(pool)
+                    if regression:
+                        inputs["support_y"] = inputs["support_y"].float()
+                    outputs = module(**inputs, n_steps=self._n_adapt_steps())
+                    scores.append(
+                        episode_scores(outputs, batch.query_target, regression).cpu()
+                    )
+        finally:
+            module.eval()
+        return torch.cat(scores).double().numpy()
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.transformer_tags.preserves_dtype = ["float32"]
+        return tags

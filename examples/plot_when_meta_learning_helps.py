@@ -36,7 +36,7 @@ augmented_y = np.concatenate([y[train] + 10 * k for k in range(8)])
 
 common = dict(n_way=5, k_shot=1, n_episodes=500, random_state=0)
 params = dict(
-    backbone="conv4",
+    backbone="conv4_strided",
     embedding_dim=32,
     max_epochs=2,
     episodes_per_epoch=300,

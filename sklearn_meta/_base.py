@@ -12,6 +12,7 @@ unchanged.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
 import math
 import numbers
@@ -88,6 +89,32 @@ def resolve_device(device) -> torch.device:
     elif resolved.type != "cpu":
         raise ValueError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {device!r}")
     return resolved
+
+
+def move_to_device(value, device):
+    """``value`` with every tensor and module in it moved to ``device``."""
+    if isinstance(value, torch.Tensor):
+        return value.to(device)
+    if isinstance(value, torch.nn.Module):
+        tensors = [*value.parameters(), *value.buffers()]
+        if all(t.device == torch.device(device) for t in tensors):
+            return value
+        # Module.to works in place: move a copy, never the caller's module.
+        return copy.deepcopy(value).to(device)
+    if isinstance(value, dict):
+        return {key: move_to_device(item, device) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(move_to_device(item, device) for item in value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.replace(
+            value,
+            **{
+                field.name: move_to_device(getattr(value, field.name), device)
+                for field in dataclasses.fields(value)
+                if field.init
+            },
+        )
+    return value
 
 
 def atomic(method: Callable) -> Callable:
@@ -511,6 +538,24 @@ class MetaLearnerBase(BaseEstimator):
 
     def _to_tensor(self, X: np.ndarray) -> torch.Tensor:
         return torch.as_tensor(X, device=self._device())
+
+    # -- persistence -------------------------------------------------------------
+
+    def __getstate__(self):
+        # skorch maps net_ between devices itself; the adaptation state is ours
+        # to map, so a model adapted on a GPU loads on a machine without one.
+        state = super().__getstate__()
+        return {
+            name: move_to_device(value, "cpu") if name.startswith("_adapted") else value
+            for name, value in state.items()
+        }
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        net = self.__dict__.get("net_")
+        if net is not None and torch.device(net.device).type != "cpu":
+            for name in [n for n in vars(self) if n.startswith("_adapted")]:
+                setattr(self, name, move_to_device(getattr(self, name), net.device))
 
     def reset_adaptation(self):
         """Forget the task adapted to by ``partial_fit``; go back to the fitted state.

@@ -259,7 +259,7 @@ class MetaMetricClassifier(
             torch.as_tensor(X[np.sort(calibration)], device=device),
         )
         module.eval()
-        embeddings = self._embed(module, X)
+        embeddings = self._embed(module, X, exact=False)
         n_classes = len(self.classes_)
         self.prototypes_ = (
             PrototypicalNetwork.class_prototypes(
@@ -443,22 +443,27 @@ class MetaMetricClassifier(
     def _current_module(self):
         return getattr(self, "_adapted_module", self.net_.module_)
 
-    def _embed(self, module, X: np.ndarray) -> torch.Tensor:
-        """Eval-mode float64 embeddings of ``X``, computed in chunks.
+    def _embed(self, module, X: np.ndarray, exact: bool = True) -> torch.Tensor:
+        """Eval-mode embeddings of ``X``, computed in chunks.
 
-        float64 makes a sample's embedding independent of its batch (see
-        :func:`~sklearn_meta.nn.backbones.forward_in_float64`).
+        ``exact`` computes in float64, so that a sample's embedding does not
+        depend on its batch (see
+        :func:`~sklearn_meta.nn.backbones.forward_in_float64`); float32 is
+        about three times faster for convolutions and enough for class means.
         """
         device = self._device()
-        chunks = [
-            forward_in_float64(
-                module.backbone,
-                torch.as_tensor(X[start : start + CHUNK_SIZE], device=device),
-            )
-            for start in range(0, len(X), CHUNK_SIZE)
-        ]
+        chunks = []
+        for start in range(0, len(X), CHUNK_SIZE):
+            x = torch.as_tensor(X[start : start + CHUNK_SIZE], device=device)
+            if exact:
+                chunks.append(forward_in_float64(module.backbone, x))
+            else:
+                with torch.no_grad():
+                    chunks.append(module.backbone(x).double())
         if not chunks:
-            return torch.zeros(0, self._n_features_out, device=device)
+            return torch.zeros(
+                0, self._n_features_out, dtype=torch.float64, device=device
+            )
         return torch.cat(chunks)
 
     def transform(self, X):

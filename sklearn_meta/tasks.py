@@ -90,7 +90,7 @@ class TaskCollection(Sequence):
                 f"X, y and groups must have the same length, got {len(X)}, {len(y)} "
                 f"and {len(groups)}"
             )
-        return cls((X[groups == g], y[groups == g]) for g in np.unique(groups))
+        return cls((X[members], y[members]) for members in split_by_group(groups))
 
 
 def _check_task(index: int, task) -> tuple[np.ndarray, np.ndarray]:
@@ -195,6 +195,19 @@ def plan_episodes(
             stacklevel=3,
         )
     return new_way, new_query
+
+
+def split_by_group(groups) -> list[np.ndarray]:
+    """Indices of the samples of each group, in the order of ``np.unique(groups)``.
+
+    One stable sort instead of a mask per group: thousands of tasks (MAML's
+    sinusoids) would otherwise cost groups x samples operations.
+    """
+    groups = np.asarray(groups)
+    _, group_index = np.unique(groups, return_inverse=True)
+    order = np.argsort(group_index, kind="stable")
+    bounds = np.cumsum(np.bincount(group_index))[:-1]
+    return np.split(order, bounds)
 
 
 def _generator(seed: int | None) -> torch.Generator:
@@ -320,8 +333,7 @@ class GroupTaskSampler:
         )
         self.tasks: list[torch.Tensor] = []
         self.samplers: list[EpisodeSampler] = []
-        for group in np.unique(groups):
-            members = np.flatnonzero(groups == group)
+        for members in split_by_group(groups):
             if regression:
                 if len(members) >= self.k_shot + self.n_query:
                     self.tasks.append(torch.as_tensor(members))
@@ -383,9 +395,9 @@ def group_plan(
 ) -> tuple[int, int]:
     """Shrink the episode shape to what the smallest usable group allows."""
     targets, groups = np.asarray(targets), np.asarray(groups)
-    unique_groups, group_index = np.unique(groups, return_inverse=True)
+    members_of_groups = split_by_group(groups)
     if regression:
-        sizes = np.bincount(group_index)
+        sizes = np.array([len(members) for members in members_of_groups])
         if sizes.max() <= k_shot:
             raise ValueError(
                 f"every task (group) has at most {sizes.max()} samples, but "
@@ -403,8 +415,8 @@ def group_plan(
             )
         return n_way, new_query
     best_way, best_query = 0, 0
-    for g in range(len(unique_groups)):
-        _, encoded = np.unique(targets[group_index == g], return_inverse=True)
+    for members in members_of_groups:
+        _, encoded = np.unique(targets[members], return_inverse=True)
         counts = np.bincount(encoded)
         eligible = counts[counts > k_shot]
         if len(eligible) >= 2:

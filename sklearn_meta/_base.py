@@ -539,6 +539,46 @@ class MetaLearnerBase(BaseEstimator):
     def _to_tensor(self, X: np.ndarray) -> torch.Tensor:
         return torch.as_tensor(X, device=self._device())
 
+    # -- adaptation ------------------------------------------------------------
+
+    @staticmethod
+    def _task_classes(y, classes, current=None, *, allow_new=False) -> np.ndarray:
+        """The classes of the task ``partial_fit`` adapts to, checked.
+
+        ``current`` is None on the first call of a task: its classes are
+        ``classes`` or the labels seen. Later calls keep ``current``, adding
+        new labels only when ``allow_new``.
+        """
+        seen = np.unique(y)
+        if current is None:
+            task_classes = seen if classes is None else np.unique(classes)
+            if not np.isin(seen, task_classes).all():
+                raise ValueError(
+                    f"y has labels {seen[~np.isin(seen, task_classes)].tolist()} that "
+                    "are not in classes; add them to classes"
+                )
+            if len(task_classes) < 2:
+                raise ValueError(
+                    "a task needs at least two classes to classify, but the first "
+                    f"partial_fit call sees only {task_classes.tolist()}; pass more "
+                    "classes in y, or all of them with classes=..."
+                )
+            return task_classes
+        if classes is not None and not np.array_equal(np.unique(classes), current):
+            raise ValueError(
+                f"classes={np.unique(classes).tolist()} differs from the classes of "
+                f"the task being adapted, {current.tolist()}; call reset_adaptation() "
+                "to start a new task"
+            )
+        new = seen[~np.isin(seen, current)]
+        if len(new) and not allow_new:
+            raise ValueError(
+                f"y has labels {new.tolist()} outside the classes of the task being "
+                f"adapted, {current.tolist()}; call reset_adaptation() and start the "
+                "task with all its classes (classes=... in the first partial_fit)"
+            )
+        return np.union1d(current, seen)
+
     # -- persistence -------------------------------------------------------------
 
     def __getstate__(self):

@@ -362,7 +362,9 @@ class MAMLFeatureExtractor(
             n_classes = None
         else:
             check_classification_targets(y)
-            task_classes = self._task_classes(y, classes, starting)
+            task_classes = self._task_classes(
+                y, classes, None if starting else self._adapted_classes
+            )
             targets = torch.as_tensor(
                 np.searchsorted(task_classes, y), device=self._device()
             )
@@ -397,39 +399,6 @@ class MAMLFeatureExtractor(
             self._adapted_classes = task_classes
             self.classes_ = task_classes
         return self
-
-    def _task_classes(self, y, classes, starting: bool) -> np.ndarray:
-        seen = np.unique(y)
-        if starting:
-            task_classes = seen if classes is None else np.unique(classes)
-            if not np.isin(seen, task_classes).all():
-                raise ValueError(
-                    f"y has labels {seen[~np.isin(seen, task_classes)].tolist()} that "
-                    "are not in classes; add them to classes"
-                )
-            if len(task_classes) < 2:
-                raise ValueError(
-                    "a task needs at least two classes to classify, but the first "
-                    f"partial_fit call sees only {task_classes.tolist()}; pass more "
-                    "classes in y, or all of them with classes=..."
-                )
-            return task_classes
-        current = self._adapted_classes
-        if classes is not None and not np.array_equal(np.unique(classes), current):
-            raise ValueError(
-                f"classes={np.unique(classes).tolist()} differs from the classes of "
-                f"the task being adapted, {current.tolist()}; call reset_adaptation() "
-                "to start a new task"
-            )
-        outside = seen[~np.isin(seen, current)]
-        if len(outside):
-            raise ValueError(
-                f"y has labels {outside.tolist()} outside the classes of the task "
-                f"being adapted, {current.tolist()}; the head has one output per "
-                "class: call reset_adaptation() and start the task with all its "
-                "classes (classes=...)"
-            )
-        return current
 
     def _initialize_without_meta_training(self, X, y) -> None:
         """Build an untrained network (partial_fit before fit)."""

@@ -305,7 +305,12 @@ class MetaMetricClassifier(
         X, y = self._validate_samples(X, reset=False, y=y)
         check_classification_targets(y)
         starting = not hasattr(self, "_adapted_classes")
-        task_classes = self._task_classes(y, classes, starting)
+        task_classes = self._task_classes(
+            y,
+            classes,
+            None if starting else self._adapted_classes,
+            allow_new=not starting and not self._adapted_classes_given,
+        )
         module = self._adapted_module if not starting else self.net_.module_
         state = (
             {}
@@ -369,38 +374,6 @@ class MetaMetricClassifier(
         )
         net.module_.eval()
         self._n_features_out = embedding_size(net.module_.backbone, self.input_shape_)
-
-    def _task_classes(self, y, classes, starting: bool) -> np.ndarray:
-        seen = np.unique(y)
-        if starting:
-            task_classes = seen if classes is None else np.unique(classes)
-            if not np.isin(seen, task_classes).all():
-                raise ValueError(
-                    f"y has labels {seen[~np.isin(seen, task_classes)].tolist()} that "
-                    "are not in classes; add them to classes"
-                )
-            if len(task_classes) < 2:
-                raise ValueError(
-                    "a task needs at least two classes to classify, but the first "
-                    f"partial_fit call sees only {task_classes.tolist()}; pass more "
-                    "classes in y, or all of them with classes=..."
-                )
-            return task_classes
-        current = self._adapted_classes
-        if classes is not None and not np.array_equal(np.unique(classes), current):
-            raise ValueError(
-                f"classes={np.unique(classes).tolist()} differs from the classes of "
-                f"the task being adapted, {current.tolist()}; call reset_adaptation() "
-                "to start a new task"
-            )
-        new = seen[~np.isin(seen, current)]
-        if len(new) and self._adapted_classes_given:
-            raise ValueError(
-                f"y has labels {new.tolist()} outside the classes given to the first "
-                f"partial_fit call, {current.tolist()}; call reset_adaptation() and "
-                "start the task with all its classes"
-            )
-        return np.union1d(current, seen)
 
     def _class_sums(self, module, X, index, n_classes):
         embeddings = self._embed(module, X).cpu().numpy().astype(np.float64)

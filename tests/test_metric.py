@@ -110,7 +110,7 @@ def test_partial_fit_classes_and_label_checks(fitted, blobs):
     assert_array_equal(clf.classes_, [30, 31, 32])
     # Class 31 and 32 have no example yet: they are never predicted.
     assert set(clf.predict(X[:20])) == {30}
-    with pytest.raises(ValueError, match="outside the classes given"):
+    with pytest.raises(ValueError, match="outside the classes of the task"):
         clf.partial_fit(X[y == 33][:1], y[y == 33][:1])
     with pytest.raises(ValueError, match="differs from the classes"):
         clf.partial_fit(X[y == 31][:1], y[y == 31][:1], classes=[30, 31])

@@ -9,7 +9,7 @@ turns them into the weights of a linear classifier.
 
 Here LEO runs, as in the paper, on a meta-learned embedding: the first step
 of the pipeline is a :class:`~sklearn_meta.MetaMetricClassifier`
-meta-trained on 200 classes of synthetic glyphs. We draw the latent codes
+meta-trained on 120 classes of synthetic glyphs. We draw the latent codes
 that ``transform`` gives the drawings of five classes never seen in
 training, before and after LEO adapted to them from five drawings each.
 """
@@ -30,9 +30,9 @@ from sklearn_meta import LEOTransformer, MetaMetricClassifier
 from sklearn_meta.datasets import make_glyph_tasks
 from sklearn_meta.model_selection import evaluate_few_shot
 
-X, y = make_glyph_tasks(n_classes=230, n_per_class=20, random_state=0)
+X, y = make_glyph_tasks(n_classes=150, n_per_class=20, random_state=0)
 X = X.reshape(len(X), -1)
-train = y < 200
+train = y < 120
 
 pipe = make_pipeline(
     MetaMetricClassifier(
@@ -58,7 +58,7 @@ print(f"5-way 1-shot accuracy on the 30 new classes: {result}")
 # -------------------------
 # ``partial_fit`` on five drawings per class adapts the class codes; the
 # other fifteen drawings are the queries.
-new_classes = np.arange(200, 205)
+new_classes = np.arange(120, 125)
 task = np.isin(y, new_classes)
 support = task & (np.arange(len(y)) % 20 < 5)
 query = task & ~support

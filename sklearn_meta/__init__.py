@@ -7,6 +7,7 @@ classifier that adapts to a new task from a handful of labelled examples:
 :class:`LEOTransformer` (Latent Embedding Optimization).
 """
 
+from ._leo import LEOTransformer
 from ._maml import MAMLFeatureExtractor
 from ._metric import MetaMetricClassifier
 from .tasks import TaskCollection
@@ -14,6 +15,7 @@ from .tasks import TaskCollection
 __version__ = "0.1.0.dev0"
 
 __all__ = [
+    "LEOTransformer",
     "MAMLFeatureExtractor",
     "MetaMetricClassifier",
     "TaskCollection",

@@ -305,6 +305,9 @@ class MetaLearnerBase(BaseEstimator):
         stored in ``classes_``; regression (continuous ``y``, or any numeric
         ``y`` with ``force_regression``) needs ``groups``.
         """
+        # A refit starts over: a task adapted to the previous model is gone.
+        for name in [n for n in vars(self) if n.startswith("_adapted")]:
+            delattr(self, name)
         if is_task_list(X, y):
             if groups is not None:
                 raise ValueError(

@@ -200,3 +200,14 @@ def test_pandas_in_pandas_out(name, blobs):
     assert isinstance(out, pd.DataFrame)
     assert_array_equal(out.columns, estimator.get_feature_names_out())
     assert out.columns[0] == f"{name.lower()}0"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_refit_forgets_the_adapted_task(name, blobs):
+    """fit after partial_fit starts over: no stale adapted network survives."""
+    X, y = blobs
+    estimator = adapted(name, X, y)
+    fresh = make(name).fit(X[y < 30], y[y < 30])
+    estimator.fit(X[y < 30], y[y < 30])
+    assert not [key for key in vars(estimator) if key.startswith("_adapted")]
+    assert_array_equal(estimator.transform(X), fresh.transform(X))

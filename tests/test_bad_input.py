@@ -157,7 +157,7 @@ def test_cuda_without_gpu_is_a_clear_error(kind):
 def test_failed_fit_leaves_a_fitted_estimator_unchanged(fitted):
     """A refit that fails keeps the previous model exactly."""
     before = _outputs(fitted, X_GOOD)
-    for case, X, y, kwargs, _ in FIT_CASES:
+    for _case, X, y, kwargs, _ in FIT_CASES:
         with pytest.raises(ValueError):
             fitted.fit(X, y, **kwargs)
     _assert_unchanged(fitted, before, X_GOOD)

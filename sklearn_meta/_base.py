@@ -355,7 +355,11 @@ class MetaLearnerBase(BaseEstimator):
 
     def _device(self) -> torch.device:
         """The device of the fitted network (a pickle may have moved it to CPU)."""
-        return torch.device(self.net_.device)
+        return self._device_of(self.net_)
+
+    @staticmethod
+    def _device_of(net) -> torch.device:
+        return torch.device(net.device)
 
     # -- meta-training ---------------------------------------------------------
 
@@ -513,6 +517,18 @@ class MetaLearnerBase(BaseEstimator):
                     f"meta-training diverged ({error}); {self._divergence_hint()}"
                 ) from None
         return net
+
+    def _untrained_net(self, build_module: Callable, regression: bool = False):
+        """An initialised but not meta-trained net, for partial_fit before fit."""
+        device = resolve_device(self.device)
+        cuda_devices = [device.index or 0] if device.type == "cuda" else []
+        with torch.random.fork_rng(devices=cuda_devices):
+            torch.manual_seed(self._seed())
+            return MetaNet(
+                module=build_module(),
+                criterion=EpisodeLoss(regression=regression),
+                device=device,
+            ).initialize()
 
     def _divergence_hint(self) -> str:
         return f"lower meta_lr (now {self.meta_lr})"

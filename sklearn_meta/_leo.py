@@ -19,10 +19,8 @@ from ._base import (
     CHUNK_SIZE,
     SHARED_PARAMETER_CONSTRAINTS,
     MetaLearnerBase,
-    MetaNet,
     atomic,
     is_task_list,
-    resolve_device,
 )
 from ._compat import Interval, StrOptions, _fit_context
 from .nn.backbones import (
@@ -32,7 +30,6 @@ from .nn.backbones import (
     make_backbone,
 )
 from .nn.leo import LEO
-from .nn.losses import EpisodeLoss
 from .tasks import TaskCollection
 
 #: Training samples used to estimate a backbone's BatchNorm statistics after fit.
@@ -546,16 +543,8 @@ class LEOTransformer(
         """Build an untrained network (partial_fit before fit)."""
         X = self._validate_samples(X, reset=True)
         self._learn_standardization(X)
-        device = resolve_device(self.device)
-        with torch.random.fork_rng(
-            devices=[device.index or 0] if device.type == "cuda" else []
-        ):
-            torch.manual_seed(self._seed())
-            net = MetaNet(
-                module=self._build_module(),
-                criterion=EpisodeLoss(),
-                device=device,
-            ).initialize()
+        net = self._untrained_net(self._build_module)
+        device = self._device_of(net)
         self.net_ = net
         if net.module_.backbone is not None:
             calibrate_batch_norm(

@@ -16,9 +16,7 @@ from ._base import (
     CHUNK_SIZE,
     SHARED_PARAMETER_CONSTRAINTS,
     MetaLearnerBase,
-    MetaNet,
     atomic,
-    resolve_device,
 )
 from ._compat import Interval, StrOptions, _fit_context
 from .nn.backbones import (
@@ -27,7 +25,7 @@ from .nn.backbones import (
     forward_in_float64,
     make_backbone,
 )
-from .nn.losses import EpisodeLoss, episode_scores
+from .nn.losses import episode_scores
 from .nn.maml import MAML
 
 #: Training samples used to estimate the BatchNorm statistics after fit.
@@ -408,15 +406,10 @@ class MAMLFeatureExtractor(
         self._regression = self.task == "regression" or (
             self.task == "auto" and kind == "continuous"
         )
-        device = resolve_device(self.device)
-        cuda_devices = [device.index or 0] if device.type == "cuda" else []
-        with torch.random.fork_rng(devices=cuda_devices):
-            torch.manual_seed(self._seed())
-            net = MetaNet(
-                module=self._build_module(self._regression),
-                criterion=EpisodeLoss(regression=self._regression),
-                device=device,
-            ).initialize()
+        net = self._untrained_net(
+            lambda: self._build_module(self._regression), self._regression
+        )
+        device = self._device_of(net)
         self.net_ = net
         calibrate_batch_norm(net.module_.body, torch.as_tensor(X, device=device))
         net.module_.eval()

@@ -20,9 +20,7 @@ from ._base import (
     CHUNK_SIZE,
     SHARED_PARAMETER_CONSTRAINTS,
     MetaLearnerBase,
-    MetaNet,
     atomic,
-    resolve_device,
 )
 from ._compat import Interval, StrOptions, _fit_context
 from .nn.backbones import (
@@ -31,7 +29,6 @@ from .nn.backbones import (
     forward_in_float64,
     make_backbone,
 )
-from .nn.losses import EpisodeLoss
 from .nn.prototypes import PrototypicalNetwork
 
 #: Training samples used to estimate the BatchNorm statistics after fit.
@@ -357,16 +354,8 @@ class MetaMetricClassifier(
     def _initialize_without_meta_training(self, X, y) -> None:
         """Build an untrained network (partial_fit before fit)."""
         self._validate_samples(X, reset=True)
-        device = resolve_device(self.device)
-        with torch.random.fork_rng(
-            devices=[device.index or 0] if device.type == "cuda" else []
-        ):
-            torch.manual_seed(self._seed())
-            net = MetaNet(
-                module=self._build_module(),
-                criterion=EpisodeLoss(),
-                device=device,
-            ).initialize()
+        net = self._untrained_net(self._build_module)
+        device = self._device_of(net)
         self.net_ = net
         X_checked = self._validate_samples(X, reset=False)
         calibrate_batch_norm(

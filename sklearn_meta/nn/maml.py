@@ -427,6 +427,12 @@ class MAML(nn.Module):
     per set (support or query), as MAML's reference implementation does; no
     statistics travel from one task to another.
 
+    With the replicated head every class has the same logit before the
+    first inner step, so that step's gradient reaches the head only (the
+    embedding's gradient sums to zero over the classes): with
+    ``inner_steps=1`` the body is meta-learned but not adapted, as in ANIL;
+    from the second step on, it adapts too.
+
     Adaptation works under :func:`torch.no_grad` too (validation in a
     training loop): the inner gradients are then taken without building a
     graph for a meta-gradient.

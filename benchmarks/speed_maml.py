@@ -280,7 +280,12 @@ def parse_args(argv=None):
         "--orders", nargs="+", default=["second", "first"], choices=["second", "first"]
     )
     parser.add_argument("--no-anil", action="store_true", help="skip ANIL")
-    parser.add_argument("--repeats", type=int, default=2, help="timed iterations")
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=1,
+        help="timed iterations per contender and configuration (median)",
+    )
     parser.add_argument("--strategy", default="auto", help="MAML(strategy=...)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads")
     parser.add_argument(

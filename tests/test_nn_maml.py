@@ -406,3 +406,25 @@ def test_pickle_and_deepcopy_after_a_reptile_step():
     for clone in (pickle.loads(pickle.dumps(model)), copy.deepcopy(model)):
         output = clone(support_x, support_y, query_x)
         assert_allclose(output, model(support_x, support_y, query_x), atol=1e-12)
+
+
+def test_fused_blocks_keep_statistics_per_group():
+    """With groups, the fused Conv4 equals the body run on each group apart
+    (the one-call ANIL body used off the CPU)."""
+    from sklearn_meta.nn.maml import _fused_conv4_forward
+
+    torch.manual_seed(0)
+    body = Conv4((1, 9, 9), hidden_channels=4, n_blocks=2).double()
+    with torch.no_grad():
+        body.blocks[0][1].weight[1] = -0.5
+    params = dict(body.named_parameters())
+    x = torch.randn(3, 4, 1, 9, 9, dtype=torch.float64)
+    x[1] = 5 * x[1] + 2
+    fused = _fused_conv4_forward(body, params, x.reshape(12, 1, 9, 9), groups=3)
+    apart = torch.cat([body(x[g]) for g in range(3)])
+    assert_allclose(fused.detach(), apart.detach(), atol=1e-12)
+    weights = torch.randn_like(apart)
+    expected = torch.autograd.grad((apart * weights).sum(), list(params.values()))
+    actual = torch.autograd.grad((fused * weights).sum(), list(params.values()))
+    for e, a in zip(expected, actual, strict=True):
+        assert_allclose(a, e, atol=1e-10)

@@ -11,6 +11,7 @@ from .backbones import (
     set_elementary_batch_norm,
 )
 from .leo import LEO, LEOState
+from .maml import MAML
 from .prototypes import PrototypicalNetwork
 
 __all__ = [
@@ -18,6 +19,7 @@ __all__ = [
     "MLP",
     "Conv4",
     "LEOState",
+    "MAML",
     "PrototypicalNetwork",
     "TaskBatchNorm2d",
     "calibrate_batch_norm",

@@ -53,6 +53,8 @@ def evaluate(estimator, X, y, groups, k_shot, steps, seed):
         n_episodes=len(np.unique(groups)),
         random_state=seed,
     )
+    if not np.isfinite(result.mean):
+        return None, None  # adaptation diverged (JSON has no NaN)
     return round(-result.mean, 3), round(result.ci95, 3)
 
 

@@ -90,7 +90,6 @@ def test_incremental_partial_fit_equals_one_call(fitted, blobs):
     X, y = blobs
     new = y >= 30
     X_new, y_new = X[new][::4], y[new][::4]
-    one = clone(fitted).fit  # noqa: F841 - clone keeps params only
     whole = (
         pickle.loads(pickle.dumps(fitted)).reset_adaptation().partial_fit(X_new, y_new)
     )

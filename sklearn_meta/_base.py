@@ -117,6 +117,13 @@ def move_to_device(value, device):
     return value
 
 
+def binary_decision(logits: np.ndarray) -> np.ndarray:
+    """scikit-learn's decision_function shape: one score per sample for two classes."""
+    if logits.shape[1] == 2:
+        return logits[:, 1] - logits[:, 0]
+    return logits
+
+
 def atomic(method: Callable) -> Callable:
     """Restore the estimator's attributes when ``method`` raises.
 

@@ -9,6 +9,7 @@ from numbers import Integral, Real
 import numpy as np
 import torch
 from sklearn.base import ClassNamePrefixFeaturesOutMixin, TransformerMixin
+from sklearn.utils.extmath import softmax
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import check_classification_targets, type_of_target
 from sklearn.utils.validation import check_is_fitted
@@ -20,6 +21,7 @@ from ._base import (
     SHARED_PARAMETER_CONSTRAINTS,
     MetaLearnerBase,
     atomic,
+    binary_decision,
     is_task_list,
 )
 from ._compat import Interval, StrOptions, _fit_context
@@ -659,10 +661,7 @@ class LEOTransformer(
             yet gets ``-inf``); with two classes, as in scikit-learn, the
             score of the second class minus that of the first.
         """
-        logits = self._logits(X)
-        if logits.shape[1] == 2:
-            return logits[:, 1] - logits[:, 0]
-        return logits
+        return binary_decision(self._logits(X))
 
     @available_if(_is_adapted)
     def predict_proba(self, X):
@@ -678,10 +677,7 @@ class LEOTransformer(
         proba : ndarray of shape (n_samples, n_classes)
             Probabilities in the order of ``classes_``.
         """
-        logits = self._logits(X)
-        logits -= logits.max(axis=1, keepdims=True)
-        proba = np.exp(logits)
-        return proba / proba.sum(axis=1, keepdims=True)
+        return softmax(self._logits(X), copy=False)
 
     @available_if(_is_adapted)
     def predict(self, X):

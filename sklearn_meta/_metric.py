@@ -13,6 +13,7 @@ from sklearn.base import (
     ClassNamePrefixFeaturesOutMixin,
     TransformerMixin,
 )
+from sklearn.utils.extmath import softmax
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted
 
@@ -21,6 +22,7 @@ from ._base import (
     SHARED_PARAMETER_CONSTRAINTS,
     MetaLearnerBase,
     atomic,
+    binary_decision,
 )
 from ._compat import Interval, StrOptions, _fit_context
 from .nn.backbones import (
@@ -478,10 +480,7 @@ class MetaMetricClassifier(
             yet get ``-inf``); with two classes, as in scikit-learn, the score
             of the second class minus that of the first.
         """
-        logits = self._logits(X)
-        if logits.shape[1] == 2:
-            return logits[:, 1] - logits[:, 0]
-        return logits
+        return binary_decision(self._logits(X))
 
     def predict_proba(self, X):
         """Class probabilities: a softmax over the logits.
@@ -496,10 +495,7 @@ class MetaMetricClassifier(
         proba : ndarray of shape (n_samples, n_classes)
             Probabilities in the order of ``classes_``.
         """
-        logits = self._logits(X)
-        logits -= logits.max(axis=1, keepdims=True)
-        proba = np.exp(logits)
-        return proba / proba.sum(axis=1, keepdims=True)
+        return softmax(self._logits(X), copy=False)
 
     def predict(self, X):
         """Class of the nearest prototype.

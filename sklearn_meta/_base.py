@@ -53,6 +53,7 @@ SHARED_PARAMETER_CONSTRAINTS: dict = {
     "meta_lr": [Interval(Real, 0, None, closed="neither")],
     "validation_fraction": [Interval(Real, 0, 1, closed="left")],
     "callbacks": [list, None],
+    "augment": [callable, None],
     "device": [str, torch.device],
     "random_state": ["random_state"],
     "verbose": ["verbose"],
@@ -188,12 +189,23 @@ class EpisodeLoader:
 
     Each batch is ``({"support_x", "support_y", "query_x"}, query_y)``: the
     episodes' index tensors are gathered from the device-resident pool in one
-    indexing operation per batch.
+    indexing operation per batch. ``augment``, when given, maps a batch of
+    samples shaped ``(n, *sample_shape)`` to new ones of the same shape and is
+    applied to the support and query samples of every batch.
     """
 
-    def __init__(self, dataset: EpisodeDataset, batch_size: int, **_ignored) -> None:
+    def __init__(
+        self,
+        dataset: EpisodeDataset,
+        batch_size: int,
+        augment: Callable | None = None,
+        sample_shape: tuple | None = None,
+        **_ignored,
+    ) -> None:
         self.dataset = dataset
         self.batch_size = batch_size
+        self.augment = augment
+        self.sample_shape = sample_shape
 
     def __len__(self) -> int:
         return math.ceil(len(self.dataset) / self.batch_size)
@@ -202,7 +214,28 @@ class EpisodeLoader:
         episodes = self.dataset.epoch_episodes().to(self.dataset.X.device)
         for start in range(0, len(episodes), self.batch_size):
             batch = episodes[start : start + self.batch_size]
-            yield batch.gather(self.dataset.X), batch.query_target
+            inputs = batch.gather(self.dataset.X)
+            if self.augment is not None:
+                for key in ("support_x", "query_x"):
+                    inputs[key] = augment_samples(
+                        self.augment, inputs[key], self.sample_shape
+                    )
+            yield inputs, batch.query_target
+
+
+@torch.no_grad()
+def augment_samples(augment: Callable, x: torch.Tensor, sample_shape) -> torch.Tensor:
+    """``augment`` applied to samples ``(..., n_features)`` seen as ``(n, *sample_shape)``."""
+    samples = x.reshape(-1, *sample_shape)
+    augmented = augment(samples)
+    if not isinstance(augmented, torch.Tensor) or augmented.shape != samples.shape:
+        shape = getattr(augmented, "shape", type(augmented).__name__)
+        raise ValueError(
+            f"augment must return a tensor shaped like its input {tuple(samples.shape)}, "
+            f"got {tuple(shape) if isinstance(shape, torch.Size) else shape}; pass a "
+            "callable that maps a batch of samples to a batch of the same shape"
+        )
+    return augmented.to(x.dtype).reshape(x.shape)
 
 
 class MetaNet(NeuralNet):
@@ -497,6 +530,9 @@ class MetaLearnerBase(BaseEstimator):
         callbacks += [copy.deepcopy(cb) for cb in (self.callbacks or [])]
         cuda_devices = [device.index or 0] if device.type == "cuda" else []
         with torch.random.fork_rng(devices=cuda_devices):
+            if self.augment is not None:
+                # A wrong augmentation fails here, before any training.
+                augment_samples(self.augment, pool[:2], self.input_shape_)
             torch.manual_seed(seed)
             net = MetaNet(
                 module=build_module(),
@@ -506,6 +542,8 @@ class MetaLearnerBase(BaseEstimator):
                 max_epochs=self.max_epochs,
                 batch_size=self.meta_batch_size,
                 iterator_train=EpisodeLoader,
+                iterator_train__augment=self.augment,
+                iterator_train__sample_shape=self.input_shape_,
                 iterator_valid=EpisodeLoader,
                 train_split=train_split,
                 callbacks=callbacks,

@@ -178,6 +178,12 @@ class LEOTransformer(
     callbacks : list of skorch callbacks, default=None
         Extra skorch callbacks (early stopping, checkpoints, LR schedules);
         copied before use.
+    augment : callable or None, default=None
+        Data augmentation for meta-training only: maps a batch of samples
+        ``(n, *input_shape_)`` (images as ``(n, C, H, W)``) to a batch of the
+        same shape, applied to every episode's support and query samples, for
+        example :class:`~sklearn_meta.nn.augment.RandomAffine`. Helps when
+        there are few training classes to learn from.
     device : {"auto", "cpu", "cuda"} or str, default="auto"
         Where the network runs; ``"auto"`` picks CUDA when available.
     random_state : int, RandomState instance or None, default=None
@@ -311,6 +317,7 @@ class LEOTransformer(
         meta_lr=1e-3,
         validation_fraction=0.0,
         callbacks=None,
+        augment=None,
         device="auto",
         random_state=None,
         verbose=0,
@@ -339,6 +346,7 @@ class LEOTransformer(
         self.meta_lr = meta_lr
         self.validation_fraction = validation_fraction
         self.callbacks = callbacks
+        self.augment = augment
         self.device = device
         self.random_state = random_state
         self.verbose = verbose

@@ -26,6 +26,7 @@ from ._base import (
 )
 from ._compat import Interval, StrOptions, _fit_context
 from .nn.backbones import (
+    Conv4,
     calibrate_batch_norm,
     embedding_size,
     forward_in_float64,
@@ -89,6 +90,12 @@ class MetaMetricClassifier(
     callbacks : list of skorch callbacks, default=None
         Extra skorch callbacks (early stopping, checkpoints, LR schedules);
         copied before use.
+    augment : callable or None, default=None
+        Data augmentation for meta-training only: maps a batch of samples
+        ``(n, *input_shape_)`` (images as ``(n, C, H, W)``) to a batch of the
+        same shape, applied to every episode's support and query samples, for
+        example :class:`~sklearn_meta.nn.augment.RandomAffine`. Helps when
+        there are few training classes to learn from.
     device : {"auto", "cpu", "cuda"} or str, default="auto"
         Where the network runs; ``"auto"`` picks CUDA when available.
     random_state : int, RandomState instance or None, default=None
@@ -174,6 +181,7 @@ class MetaMetricClassifier(
         meta_lr=1e-3,
         validation_fraction=0.0,
         callbacks=None,
+        augment=None,
         device="auto",
         random_state=None,
         verbose=0,
@@ -195,6 +203,7 @@ class MetaMetricClassifier(
         self.meta_lr = meta_lr
         self.validation_fraction = validation_fraction
         self.callbacks = callbacks
+        self.augment = augment
         self.device = device
         self.random_state = random_state
         self.verbose = verbose
@@ -212,6 +221,8 @@ class MetaMetricClassifier(
             # A user's module is reused, never trained in place: refits and
             # clones must start from the same weights.
             backbone = copy.deepcopy(backbone)
+        elif isinstance(backbone, Conv4):
+            backbone.to_channels_last()
         return PrototypicalNetwork(
             backbone,
             embedding_size(backbone, self.input_shape_),

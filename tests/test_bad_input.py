@@ -133,6 +133,7 @@ PARAM_CASES = [
     ({"input_shape": (0, 5)}, "input_shape"),
     ({"device": "tpu"}, "device"),
     ({"verbose": -1}, "verbose"),
+    ({"augment": "shift"}, "augment"),
 ]
 
 
@@ -152,6 +153,19 @@ def test_cuda_without_gpu_is_a_clear_error(kind):
     """device='cuda' on a CPU-only machine says to use 'cpu' or 'auto'."""
     with pytest.raises(ValueError, match="no CUDA GPU"):
         FACTORIES[kind](device="cuda").fit(X_GOOD, Y_GOOD)
+
+
+def test_augment_of_the_wrong_shape_is_refused_before_training(fitted):
+    """An augmentation that changes the sample shape fails at once, changing nothing."""
+    before = _outputs(fitted, X_GOOD)
+    params = fitted.get_params()
+    fitted.set_params(augment=lambda x: x[:, :2])
+    try:
+        with pytest.raises(ValueError, match="augment must return a tensor shaped"):
+            fitted.fit(X_GOOD, Y_GOOD)
+    finally:
+        fitted.set_params(**params)
+    _assert_unchanged(fitted, before, X_GOOD)
 
 
 def test_failed_fit_leaves_a_fitted_estimator_unchanged(fitted):

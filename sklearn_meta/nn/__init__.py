@@ -1,5 +1,6 @@
 """Pure PyTorch cores of sklearn-meta: no scikit-learn in this package."""
 
+from .augment import RandomAffine
 from .backbones import (
     MLP,
     Conv4,
@@ -21,6 +22,7 @@ __all__ = [
     "LEOState",
     "MAML",
     "PrototypicalNetwork",
+    "RandomAffine",
     "TaskBatchNorm2d",
     "calibrate_batch_norm",
     "embedding_size",

@@ -1,10 +1,12 @@
 """MetaMetricClassifier: meta-training, adaptation, scikit-learn integration."""
 
+import copy
 import pickle
 
 import joblib
 import numpy as np
 import pytest
+import torch
 from numpy.testing import assert_allclose, assert_array_equal
 from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
@@ -19,6 +21,7 @@ from sklearn_meta.model_selection import (
     evaluate_few_shot,
     make_few_shot_scorer,
 )
+from sklearn_meta.nn.backbones import Conv4
 
 
 def small(device="cpu", **params):
@@ -247,6 +250,22 @@ def test_images_as_4d_arrays_or_flat_rows_agree(glyphs):
     assert_allclose(
         four_d.transform(X[:8]), flat.transform(X[:8].reshape(8, -1)), atol=1e-6
     )
+
+
+@pytest.mark.parametrize("downsample", ["max_pool", "stride"])
+def test_channels_last_conv4_computes_the_same_as_the_default_layout(
+    glyphs, downsample
+):
+    """The layout the prototypical network trains in changes speed, not results."""
+    torch.manual_seed(0)
+    default = Conv4((1, 28, 28), downsample=downsample)
+    channels_last = copy.deepcopy(default).to_channels_last()
+    x = torch.rand(6, 784)
+    assert_allclose(
+        channels_last(x).detach().numpy(), default(x).detach().numpy(), atol=1e-5
+    )
+    clf = small(backbone="conv4", embedding_dim=8, n_query=3).fit(*glyphs)
+    assert clf.module_.backbone.channels_last
 
 
 def test_transform_does_not_depend_on_the_batch(glyphs):

@@ -189,6 +189,7 @@ class Conv4(nn.Module):
                 f"downsample must be 'max_pool' or 'stride', got {downsample!r}"
             )
         self.input_shape = tuple(int(s) for s in input_shape)
+        self.channels_last = False
         channels, height, width = self.input_shape
         blocks: list[nn.Module] = []
         for _ in range(n_blocks):
@@ -221,8 +222,21 @@ class Conv4(nn.Module):
             self.projection = nn.Linear(flat, out_features)
             self.out_features = out_features
 
+    def to_channels_last(self) -> Conv4:
+        """Store weights and run convolutions in the channels-last memory layout.
+
+        The numbers are the same up to rounding; training the prototypical
+        network on a CPU measured about 1.25x faster in this layout (not so
+        MAML's functional passes, which keep the default layout).
+        """
+        self.to(memory_format=torch.channels_last)
+        self.channels_last = True
+        return self
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.reshape(x.shape[0], *self.input_shape)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         features = self.blocks(x).flatten(1)
         if self.projection is not None:
             features = self.projection(features)

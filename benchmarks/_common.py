@@ -9,6 +9,7 @@ import numpy as np
 from skorch.callbacks import Callback
 
 from sklearn_meta.datasets import load_omniglot, omniglot_path
+from sklearn_meta.nn.augment import RandomAffine
 
 TRAIN_ALPHABETS = ("Balinese", "Greek", "Japanese_(katakana)", "Korean", "Latin")
 TEST_ALPHABETS = ("Early_Aramaic", "Sanskrit", "Tagalog")
@@ -67,6 +68,14 @@ class TimeBudget(Callback):
                 raise KeyboardInterrupt
 
 
+def random_affine(spec: str):
+    """A RandomAffine from ``"rotation,scale,translation"``, or None for ``"none"``."""
+    if spec.lower() == "none":
+        return None
+    rotation, scale, translation = (float(value) for value in spec.split(","))
+    return RandomAffine(rotation=rotation, scale=scale, translation=translation)
+
+
 def rounded(result) -> dict:
     """A FewShotResult as percentages for the JSON line."""
     return {"mean": round(100 * result.mean, 2), "ci95": round(100 * result.ci95, 2)}
@@ -76,4 +85,11 @@ def seconds_since(start: float) -> float:
     return round(time.perf_counter() - start, 1)
 
 
-__all__ = ["TimeBudget", "omniglot_split", "rounded", "seconds_since", "np"]
+__all__ = [
+    "TimeBudget",
+    "np",
+    "omniglot_split",
+    "random_affine",
+    "rounded",
+    "seconds_since",
+]

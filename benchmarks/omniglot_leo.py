@@ -1,8 +1,8 @@
 """LEO on a frozen meta-learned embedding, against prototypes on the same features.
 
 Omniglot, the protocol of the other Omniglot benchmarks: a
-MetaMetricClassifier (stride-2 Conv4, 20-way training episodes) is
-meta-trained on five alphabets (161 characters, with 90/180/270-degree
+MetaMetricClassifier (stride-2 Conv4, 20-way training episodes, random
+affine augmentation) is meta-trained on five alphabets (161 characters, with 90/180/270-degree
 rotations as extra classes: 644 classes) within a time budget and frozen;
 LEOTransformer is then meta-trained on its embeddings of the training
 classes, one model for 1-shot and one for 5-shot episodes (as in the paper).
@@ -32,7 +32,13 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import TimeBudget, omniglot_split, rounded, seconds_since  # noqa: E402
+from _common import (  # noqa: E402
+    TimeBudget,
+    omniglot_split,
+    random_affine,
+    rounded,
+    seconds_since,
+)
 from sklearn.pipeline import make_pipeline  # noqa: E402
 
 from sklearn_meta import LEOTransformer, MetaMetricClassifier  # noqa: E402
@@ -92,6 +98,11 @@ def main(argv=None) -> dict:
         default=135.0,
         help="seconds for the glyph embedding (its LEO and pixel LEO: --leo-budget)",
     )
+    parser.add_argument(
+        "--augment",
+        default="10,0.1,2",
+        help="RandomAffine of the Omniglot embedding's training images, or none",
+    )
     parser.add_argument("--episodes", type=int, default=1000, help="test episodes")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto")
@@ -121,7 +132,9 @@ def main(argv=None) -> dict:
 
     # -- Omniglot: LEO and prototypes on the same frozen embedding ------------
     X_train, y_train, X_test, y_test = omniglot_split()
-    prototypes = embedding(args.embedding_budget, args).fit(X_train, y_train)
+    prototypes = embedding(
+        args.embedding_budget, args, augment=random_affine(args.augment)
+    ).fit(X_train, y_train)
     features_train = prototypes.transform(X_train)
     features_test = prototypes.transform(X_test)
     omniglot: dict = {

@@ -2,9 +2,13 @@
 
 Same data protocol as ``omniglot_metric.py``: five training alphabets with
 rotations as extra classes (644 classes), tested on Early_Aramaic, Sanskrit
-and Tagalog (81 characters). learn2learn's reference setting: Conv4 with
-stride-2 convolutions, meta-batch 16, inner_lr 0.4, one inner step, second
-order, Adam 1e-3, three adaptation steps at test. Prints one JSON line.
+and Tagalog (81 characters). Defaults: learn2learn's reference setting
+(Conv4 with stride-2 convolutions, inner_lr 0.4, one inner step, second
+order, Adam 1e-3, three adaptation steps at test) except a meta-batch of 4
+instead of 16 (four times the outer steps in the same time: 86.9% against
+75.6% 5-way 1-shot on 2 CPU cores), random affine augmentation of the
+training images, and the learning rate annealed by a cosine over the
+wall-clock budget. Prints one JSON line.
 
     python benchmarks/omniglot_maml.py            # 600 s budget
     python benchmarks/omniglot_maml.py --quick    # 60 s budget, 200 episodes
@@ -21,7 +25,13 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import TimeBudget, omniglot_split, rounded, seconds_since  # noqa: E402
+from _common import (  # noqa: E402
+    TimeBudget,
+    omniglot_split,
+    random_affine,
+    rounded,
+    seconds_since,
+)
 
 from sklearn_meta import MAMLFeatureExtractor  # noqa: E402
 from sklearn_meta.model_selection import evaluate_few_shot, evaluate_nearest_centroid  # noqa: E402
@@ -35,10 +45,15 @@ def main(argv=None) -> dict:
     parser.add_argument("--inner-lr", type=float, default=0.4)
     parser.add_argument("--inner-steps", type=int, default=1)
     parser.add_argument("--adapt-steps", type=int, default=3)
-    parser.add_argument("--meta-batch", type=int, default=16)
+    parser.add_argument("--meta-batch", type=int, default=4)
     parser.add_argument("--meta-lr", type=float, default=1e-3)
     parser.add_argument("--first-order", action="store_true")
     parser.add_argument("--anil", action="store_true", help="adapt the head only")
+    parser.add_argument(
+        "--augment",
+        default="10,0.1,2",
+        help="RandomAffine rotation,scale,translation of the training images, or none",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto")
     parser.add_argument(
@@ -64,6 +79,7 @@ def main(argv=None) -> dict:
         max_epochs=10_000,  # the time budget stops training
         episodes_per_epoch=args.meta_batch * 50,
         callbacks=[TimeBudget(args.budget)],
+        augment=random_affine(args.augment),
         device=args.device,
         random_state=args.seed,
     )

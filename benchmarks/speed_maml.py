@@ -9,8 +9,8 @@ features once per task, the head adapted with MAML. Ours is
 :class:`sklearn_meta.nn.maml.MAML` as the estimator's skorch net uses it:
 one forward over the meta-batch, ``loss.backward()``, Adam step.
 
-Setting: Conv4 (max-pool, 64 channels) on random 28x28 images, 5-way
-1-shot, 15 queries per class. For every configuration both contenders start
+Setting: Conv4 (max-pool, or stride-2 with ``--downsample stride``; 64
+channels) on random 28x28 images, 5-way 1-shot, 15 queries per class. For every configuration both contenders start
 from the same weights; after a run on one task (kernel set-up), their first
 meta-iteration compares the meta-gradients (and a float64 run on two tasks
 checks that they are equal) and measures the peak memory, then they
@@ -73,7 +73,7 @@ def make_model(
     config: dict, device: torch.device, strategy: str, checkpoint_query: bool = False
 ) -> MAML:
     torch.manual_seed(0)
-    body = Conv4((1, 28, 28), hidden_channels=64, downsample="max_pool")
+    body = Conv4((1, 28, 28), hidden_channels=64, downsample=config["downsample"])
     model = MAML(
         body,
         inner_lr=INNER_LR,
@@ -287,6 +287,12 @@ def parse_args(argv=None):
         help="timed iterations per contender and configuration (median)",
     )
     parser.add_argument("--strategy", default="auto", help="MAML(strategy=...)")
+    parser.add_argument(
+        "--downsample",
+        default="max_pool",
+        choices=["max_pool", "stride"],
+        help="Conv4 layout: max-pooling, or stride-2 convolutions (learn2learn's)",
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch threads")
     parser.add_argument(
         "--checkpoint-query",
@@ -318,6 +324,7 @@ def main(argv=None) -> None:
             "inner_steps": steps,
             "order": order,
             "inner_params": inner_params,
+            "downsample": args.downsample,
         }
         row = {
             **config,
@@ -345,7 +352,7 @@ def main(argv=None) -> None:
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "machine": platform.machine(),
-        "setting": "Conv4 max-pool 64ch, 28x28, 5-way 1-shot, 15 queries",
+        "setting": f"Conv4 {args.downsample} 64ch, 28x28, 5-way 1-shot, 15 queries",
         "strategy": args.strategy,
         "checkpoint_query": args.checkpoint_query,
         "repeats": args.repeats,

@@ -11,6 +11,7 @@ unchanged.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import functools
@@ -236,6 +237,15 @@ def augment_samples(augment: Callable, x: torch.Tensor, sample_shape) -> torch.T
             "callable that maps a batch of samples to a batch of the same shape"
         )
     return augmented.to(x.dtype).reshape(x.shape)
+
+
+@contextlib.contextmanager
+def seeded_rng(device: torch.device, seed: int):
+    """torch's generators (the CPU's and ``device``'s) seeded, the caller's restored after."""
+    cuda_devices = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda_devices):
+        torch.manual_seed(seed)
+        yield
 
 
 class MetaNet(NeuralNet):
@@ -528,12 +538,11 @@ class MetaLearnerBase(BaseEstimator):
         # skorch initialises the callbacks it is given in place: copies keep the
         # user's instances untouched, so the estimator can be cloned and refitted.
         callbacks += [copy.deepcopy(cb) for cb in (self.callbacks or [])]
-        cuda_devices = [device.index or 0] if device.type == "cuda" else []
-        with torch.random.fork_rng(devices=cuda_devices):
-            if self.augment is not None:
+        if self.augment is not None:
+            with seeded_rng(device, seed):
                 # A wrong augmentation fails here, before any training.
                 augment_samples(self.augment, pool[:2], self.input_shape_)
-            torch.manual_seed(seed)
+        with seeded_rng(device, seed):
             net = MetaNet(
                 module=build_module(),
                 criterion=EpisodeLoss(regression=regression),
@@ -566,9 +575,7 @@ class MetaLearnerBase(BaseEstimator):
     def _untrained_net(self, build_module: Callable, regression: bool = False):
         """An initialised but not meta-trained net, for partial_fit before fit."""
         device = resolve_device(self.device)
-        cuda_devices = [device.index or 0] if device.type == "cuda" else []
-        with torch.random.fork_rng(devices=cuda_devices):
-            torch.manual_seed(self._seed())
+        with seeded_rng(device, self._seed()):
             return MetaNet(
                 module=build_module(),
                 criterion=EpisodeLoss(regression=regression),

@@ -86,12 +86,14 @@ def make_model(
     return model.to(device)
 
 
+def _episode_loss(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(output.reshape(-1, output.shape[-1]), target.reshape(-1))
+
+
 def our_gradients(model: MAML, batch) -> None:
-    """The estimator's training step: one forward over the meta-batch, backward."""
+    """The estimator's training step: :meth:`MAML.meta_backward`."""
     support_x, support_y, query_x, query_y = batch
-    output = model(support_x, support_y, query_x)
-    loss = F.cross_entropy(output.reshape(-1, output.shape[-1]), query_y.reshape(-1))
-    (loss + model.regularization()).backward()
+    model.meta_backward(support_x, support_y, query_x, query_y, _episode_loss)
 
 
 def reference_gradients(model: MAML, batch) -> None:

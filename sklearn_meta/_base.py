@@ -28,7 +28,9 @@ from sklearn.utils.multiclass import check_classification_targets, type_of_targe
 from sklearn.utils.validation import check_is_fitted, validate_data
 from skorch import NeuralNet
 from skorch.callbacks import Callback, EpochScoring, ProgressBar
+from skorch.dataset import unpack_data
 from skorch.helper import predefined_split
+from skorch.utils import to_tensor
 
 from ._compat import Interval
 from .nn.losses import EpisodeLoss, episode_scores
@@ -249,7 +251,25 @@ def seeded_rng(device: torch.device, seed: int):
 
 
 class MetaNet(NeuralNet):
-    """skorch net whose loss adds the module's own regularisation, if any."""
+    """skorch net whose loss adds the module's own regularisation, if any.
+
+    A module with a ``meta_backward`` method (MAML's core) computes its
+    training step's gradients itself: it can back-propagate task by task,
+    which a single ``loss.backward()`` over the meta-batch cannot.
+    """
+
+    def train_step_single(self, batch, **fit_params):
+        meta_backward = getattr(self.module_, "meta_backward", None)
+        if meta_backward is None or fit_params:
+            return super().train_step_single(batch, **fit_params)
+        self._set_training(True)
+        inputs, targets = unpack_data(batch)
+        inputs = to_tensor(inputs, device=self.device)
+        targets = to_tensor(targets, device=self.device)
+        loss, predictions = meta_backward(
+            **inputs, query_y=targets, loss_fn=self.criterion_
+        )
+        return {"loss": loss, "y_pred": predictions}
 
     def get_loss(self, y_pred, y_true, X=None, training=False):
         loss = super().get_loss(y_pred, y_true, X=X, training=training)

@@ -1,5 +1,6 @@
 """Tests of the functional MAML core against a plain-autograd reference."""
 
+import contextlib
 import copy
 import pickle
 
@@ -147,6 +148,98 @@ def test_meta_gradient_matches_reference(kind, variant):
         assert max_error(expected, actual) < 1e-5, strategy
 
 
+def episode_loss(output, target):
+    if output.dim() == target.dim():
+        return F.mse_loss(output, target)
+    return F.cross_entropy(output.reshape(-1, output.shape[-1]), target.reshape(-1))
+
+
+@contextlib.contextmanager
+def torch_threads(n):
+    previous = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def meta_backward_gradient(model, batch, n_steps):
+    model.zero_grad()
+    loss, output = model.meta_backward(*batch, episode_loss, n_steps)
+    assert not loss.requires_grad and not output.requires_grad
+    expected_loss = episode_loss(output, batch[3])
+    assert_allclose(loss.item(), expected_loss.item(), rtol=1e-12)
+    return {name: p.grad.clone() for name, p in model.named_parameters()}
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("variant", list(VARIANTS))
+@pytest.mark.parametrize("kind", ["mlp", "conv4"])
+def test_meta_backward_matches_reference(kind, variant, threads):
+    """Task-by-task backward, on one thread or tasks side by side on two,
+    gives the reference meta-gradient and leaves the thread count alone."""
+    kwargs, n_steps = VARIANTS[variant]
+    model, shape = make_model(kind, **kwargs)
+    batch = make_batch(shape, n_tasks=3)
+    expected = reference_meta_gradient(model, *batch, n_steps)
+    with torch_threads(threads):
+        actual = meta_backward_gradient(model, batch, n_steps)
+        assert torch.get_num_threads() == threads
+    assert max_error(expected, actual) < 1e-5
+
+
+def test_meta_backward_is_deterministic_across_threads():
+    """Tasks finish in any order on two threads; the sum is taken in task order."""
+    model, shape = make_model("conv4", learn_inner_lr=True)
+    batch = make_batch(shape, n_tasks=5)
+    with torch_threads(2):
+        runs = [meta_backward_gradient(model, batch, 2) for _ in range(3)]
+    for run in runs[1:]:
+        assert max_error(runs[0], run) == 0.0
+
+
+def test_meta_backward_accumulates_like_backward():
+    """Like backward(), meta_backward adds to gradients already there."""
+    model, shape = make_model("mlp")
+    batch = make_batch(shape)
+    once = meta_backward_gradient(model, batch, 1)
+    model.meta_backward(*batch, episode_loss, 1)
+    for name, param in model.named_parameters():
+        assert_allclose(param.grad, 2 * once[name], rtol=1e-12)
+
+
+@pytest.mark.parametrize("strategy", ["shared", "vmap"])
+def test_meta_backward_falls_back_to_forward(strategy):
+    """Strategies that batch tasks, and Reptile, back-propagate the meta-batch."""
+    model, shape = make_model("conv4", strategy=strategy)
+    batch = make_batch(shape)
+    expected = our_meta_gradient(model, *batch, 2)
+    assert max_error(expected, meta_backward_gradient(model, batch, 2)) < 1e-12
+    reptile, _ = make_model("conv4", algorithm="reptile")
+    reptile.zero_grad()
+    output = reptile(*batch[:3], 2)
+    (episode_loss(output, batch[3]) + reptile.regularization()).backward()
+    expected = {n: p.grad.clone() for n, p in reptile.named_parameters()}
+    assert max_error(expected, meta_backward_gradient(reptile, batch, 2)) < 1e-12
+
+
+def test_meta_backward_with_running_statistics_stays_in_one_thread():
+    """A BatchNorm that updates its buffers is never run from two threads."""
+    torch.manual_seed(0)
+    body = nn.Sequential(nn.Linear(6, 5), nn.BatchNorm1d(5))
+    model = MAML(body, embedding_dim=5, inner_lr=0.3).double()
+    batch = make_batch((6,), n_tasks=4)
+    with torch_threads(2):
+        gradient = meta_backward_gradient(model, batch, 1)
+    model.zero_grad()
+    for t in range(4):
+        output = model(*(x[t : t + 1] for x in batch[:3]), 1)
+        (episode_loss(output, batch[3][t : t + 1]) / 4).backward()
+    expected = {n: p.grad.clone() for n, p in model.named_parameters()}
+    assert max_error(expected, gradient) < 1e-12
+
+
 @pytest.mark.parametrize("inner_params", ["all", "head"])
 def test_regression_meta_gradient_and_shapes(inner_params):
     """Regression: (tasks, query) outputs and the reference meta-gradient."""
@@ -163,6 +256,9 @@ def test_regression_meta_gradient_and_shapes(inner_params):
     for strategy in STRATEGIES:
         model.strategy = strategy
         assert max_error(expected, our_meta_gradient(model, *batch, 2)) < 1e-5
+    model.strategy = "auto"
+    with torch_threads(2):
+        assert max_error(expected, meta_backward_gradient(model, batch, 2)) < 1e-5
     params = model.adapt(support_x[0], support_y[0])
     assert params["head.weight"].shape == (1, model.embedding_dim)
     assert model.predict(query_x[0], params).shape == (query_x.shape[1],)

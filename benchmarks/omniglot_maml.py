@@ -44,8 +44,20 @@ def main(argv=None) -> dict:
     parser.add_argument("--backbone", default="conv4_strided")
     parser.add_argument("--inner-lr", type=float, default=0.4)
     parser.add_argument("--inner-steps", type=int, default=1)
-    parser.add_argument("--adapt-steps", type=int, default=3)
+    parser.add_argument(
+        "--adapt-steps",
+        type=int,
+        nargs="+",
+        default=[3],
+        help="steps at test; further values are scored on 5-way 1-shot too",
+    )
     parser.add_argument("--meta-batch", type=int, default=4)
+    parser.add_argument(
+        "--train-query",
+        type=int,
+        default=15,
+        help="query samples per class in training",
+    )
     parser.add_argument("--meta-lr", type=float, default=1e-3)
     parser.add_argument("--first-order", action="store_true")
     parser.add_argument("--anil", action="store_true", help="adapt the head only")
@@ -67,13 +79,13 @@ def main(argv=None) -> dict:
     maml = MAMLFeatureExtractor(
         inner_lr=args.inner_lr,
         inner_steps=args.inner_steps,
-        adapt_steps=args.adapt_steps,
+        adapt_steps=args.adapt_steps[0],
         first_order=args.first_order,
         inner_params="head" if args.anil else "all",
         backbone=args.backbone,
         n_way=5,
         k_shot=1,
-        n_query=15,
+        n_query=args.train_query,
         meta_batch_size=args.meta_batch,
         meta_lr=args.meta_lr,
         max_epochs=10_000,  # the time budget stops training
@@ -107,6 +119,20 @@ def main(argv=None) -> dict:
         )
         figures[f"{n_way}way_1shot_pixels"] = rounded(
             evaluate_nearest_centroid(X_test, y_test, **common)
+        )
+    for steps in args.adapt_steps[1:]:
+        maml.set_params(adapt_steps=steps)
+        figures[f"5way_1shot_adapt_steps_{steps}"] = rounded(
+            evaluate_few_shot(
+                maml,
+                X_test,
+                y_test,
+                n_way=5,
+                k_shot=1,
+                n_query=15,
+                n_episodes=args.episodes,
+                random_state=args.seed,
+            )
         )
     figures["total_seconds"] = seconds_since(start)
     print(json.dumps(figures))

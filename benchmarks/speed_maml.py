@@ -7,7 +7,8 @@ the task's query loss back-propagated (gradients accumulate task by task),
 then one Adam step. Its ANIL is learn2learn's ANIL example: the body's
 features once per task, the head adapted with MAML. Ours is
 :class:`sklearn_meta.nn.maml.MAML` as the estimator's skorch net uses it:
-one forward over the meta-batch, ``loss.backward()``, Adam step.
+``MAML.meta_backward`` (on a CPU: task by task, the tasks side by side on
+torch's threads; on a GPU: the meta-batch vectorised), Adam step.
 
 Setting: Conv4 (max-pool, or stride-2 with ``--downsample stride``; 64
 channels) on random 28x28 images, 5-way 1-shot, 15 queries per class. For every configuration both contenders start

@@ -22,11 +22,16 @@ time is reported beside wall time: on a machine shared with other work it is
 the steadier of the two (with one thread, ``--threads 1``, it is the work
 done).
 
-Peak memory: on CUDA, ``max_memory_allocated`` over the iteration. On a CPU,
-the peak resident set size over the iteration (``VmHWM`` reset through
-``/proc/self/clear_refs``) minus the resident size before it, after
-``malloc_trim`` has returned freed memory to the system so that neither
-contender reuses pages the other touched (Linux; elsewhere no figure).
+Peak memory: on CUDA, ``max_memory_allocated`` over the iteration. On a CPU
+(Linux; elsewhere no figure), each contender's first iteration runs again in
+a fresh process of its own, where the peak resident set size over the
+iteration (``VmHWM`` reset through ``/proc/self/clear_refs``) minus the
+resident size before it is read. That process has glibc hand every
+allocation above 64 KiB to ``mmap`` and trim freed heap at once, so resident
+memory follows the tensors alive rather than what the allocator keeps
+cached (in one shared process, the two contenders' figures moved by a
+factor of two from run to run with the allocator's caches and per-thread
+arenas).
 
 Prints one JSON line on stdout (progress, one line per configuration, on
 stderr). Examples::
@@ -44,6 +49,7 @@ import gc
 import json
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -190,6 +196,54 @@ def _peak_mib(device: torch.device, baseline: int | None) -> float | None:
     return None if peak is None else (peak - baseline) / 1024
 
 
+def _measure_peak_in_child(
+    name: str, config: dict, strategy: str, checkpoint_query: bool
+) -> float | None:
+    """Peak MiB of one meta-iteration of ``name``, in a fresh process."""
+    command = [
+        sys.executable,
+        __file__,
+        "--memory-child",
+        name,
+        "--child-config",
+        json.dumps(config),
+        "--strategy",
+        strategy,
+        "--threads",
+        str(torch.get_num_threads()),
+    ]
+    if checkpoint_query:
+        command.append("--checkpoint-query")
+    result = subprocess.run(command, capture_output=True, text=True, check=True)
+    figure = json.loads(result.stdout.strip().splitlines()[-1])
+    return figure["peak_mib"]
+
+
+def _memory_child(args) -> None:
+    """Entry of the child process of :func:`_measure_peak_in_child`."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        m_trim_threshold, m_mmap_threshold = -1, -3  # mallopt's parameter numbers
+        libc.mallopt(m_mmap_threshold, 64 * 1024)
+        libc.mallopt(m_trim_threshold, 64 * 1024)
+    except (OSError, AttributeError):
+        print(json.dumps({"peak_mib": None}))
+        return
+    config = json.loads(args.child_config)
+    device = torch.device("cpu")
+    batch = make_batch(config["meta_batch"], device)
+    model = make_model(config, device, args.strategy, args.checkpoint_query)
+    gradients = GRADIENTS[args.memory_child]
+    # One task first, as in the timed process, so set-up costs are not counted.
+    gradients(model, tuple(t[:1] for t in batch))
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    optimizer.zero_grad()
+    baseline = _start_peak(device)
+    gradients(model, batch)
+    optimizer.step()
+    print(json.dumps({"peak_mib": _peak_mib(device, baseline)}))
+
+
 def _relative_difference(grads: dict) -> float:
     difference = max(
         (a - b).abs().max().item()
@@ -239,10 +293,15 @@ def run_config(
         GRADIENTS[name](model, single)
     for name, model in models.items():
         optimizers[name].zero_grad()
-        baseline = _start_peak(device)
+        baseline = _start_peak(device) if device.type == "cuda" else None
         GRADIENTS[name](model, batch)
         optimizers[name].step()
-        row[f"{name}_peak_mib"] = _peak_mib(device, baseline)
+        if device.type == "cuda":
+            row[f"{name}_peak_mib"] = _peak_mib(device, baseline)
+        else:
+            row[f"{name}_peak_mib"] = _measure_peak_in_child(
+                name, config, strategy, checkpoint_query
+            )
         grads[name] = [p.grad.clone() for p in model.parameters()]
     row["max_relative_grad_diff"] = _relative_difference(grads)
     row["max_relative_grad_diff_float64"] = gradient_check_float64(
@@ -302,6 +361,10 @@ def parse_args(argv=None):
         action="store_true",
         help="MAML(checkpoint_query=True): the memory of a per-task loop",
     )
+    parser.add_argument(
+        "--memory-child", choices=list(GRADIENTS), help=argparse.SUPPRESS
+    )
+    parser.add_argument("--child-config", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
 
@@ -309,6 +372,9 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.memory_child:
+        _memory_child(args)
+        return
     device = torch.device(args.device)
     batch_sizes = args.batch_sizes or ([4, 16] if args.quick else [4, 16, 32])
     inner_steps = args.inner_steps or ([1] if args.quick else [1, 5])

@@ -504,10 +504,18 @@ def test_pickle_and_deepcopy_after_a_reptile_step():
         assert_allclose(output, model(support_x, support_y, query_x), atol=1e-12)
 
 
-def test_fused_blocks_keep_statistics_per_group():
+@pytest.mark.parametrize("images_per_chunk", [None, 1, 3, 8])
+def test_fused_blocks_keep_statistics_per_group(images_per_chunk, monkeypatch):
     """With groups, the fused Conv4 equals the body run on each group apart
-    (the one-call ANIL body used off the CPU)."""
+    (the one-call ANIL body used off the CPU), however the grey first block
+    cuts the images into chunks: parts of a group (1, 3: one chunk of an
+    image fewer) or several groups (8: two groups, then one)."""
+    from sklearn_meta.nn import maml as maml_module
     from sklearn_meta.nn.maml import _fused_conv4_forward
+
+    if images_per_chunk is not None:
+        # The first block's z is 4 channels of 9x9 per image.
+        monkeypatch.setattr(maml_module, "_CHUNK_ELEMENTS", images_per_chunk * 4 * 81)
 
     torch.manual_seed(0)
     body = Conv4((1, 9, 9), hidden_channels=4, n_blocks=2).double()

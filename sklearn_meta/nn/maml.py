@@ -48,6 +48,7 @@ import contextlib
 import copy
 import threading
 from collections.abc import Callable, Iterator
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -163,7 +164,8 @@ def _mixes_samples(module: nn.Module) -> bool:
 # - the backward pass is written out: BatchNorm's input gradient is an affine
 #   map of z plus the pooled gradient routed to the winners;
 # - with very few input channels (grey images) the convolution is a matrix
-#   product over patches: oneDNN's weight gradient was 7x slower there.
+#   product over patches (oneDNN's weight gradient was 7x slower there) and
+#   no full-resolution tensor of all images is made (``_GreyConvBlock``).
 
 _CHANNELS_LAST = torch.channels_last
 
@@ -228,18 +230,10 @@ class _ConvBlock(torch.autograd.Function):
     def forward(ctx, x, weight, bias, gamma, beta, eps, groups):
         n, _, h, w = x.shape
         c = weight.shape[0]
-        few = _few_channels(x) and not ctx.needs_input_grad[0]
-        if few:
-            saved_input = _patches(x)
-            rows = saved_input @ weight.reshape(c, -1).T
-            if bias is not None:
-                rows += bias
-            z = _from_rows(rows, n, h, w)
-        else:
-            saved_input = x.contiguous(memory_format=_CHANNELS_LAST)
-            z = F.conv2d(saved_input, weight, bias, padding=1)
-            z = z.contiguous(memory_format=_CHANNELS_LAST)
-            rows = _rows(z)
+        saved_input = x.contiguous(memory_format=_CHANNELS_LAST)
+        z = F.conv2d(saved_input, weight, bias, padding=1)
+        z = z.contiguous(memory_format=_CHANNELS_LAST)
+        rows = _rows(z)
         per_group = rows.view(groups, -1, c)
         count = per_group.shape[1]
         # Column sums as matrix products: much faster than sum(dim=0) here.
@@ -255,77 +249,202 @@ class _ConvBlock(torch.autograd.Function):
         invstd = torch.rsqrt(var + eps)
         scale = gamma * invstd
         picked, _ = _pool(centred, scale, (n, c, h, w))
-        ho, wo = (h // 2, w // 2)
         out = torch.addcmul(beta, picked, scale).relu_()
-        ctx.groups, ctx.few, ctx.has_bias = groups, few, bias is not None
+        ctx.groups, ctx.has_bias = groups, bias is not None
         ctx.z_shape = (n, c, h, w)
         # The pool's winners and indices are recomputed in backward (one cheap
-        # pass) rather than kept: a quarter of the graph's memory. With few
-        # input channels so is the full-resolution z - mean, the largest
-        # tensor of the block, from the patches (a product with 9 columns).
-        kept = mean if few else centred
-        ctx.save_for_backward(saved_input, weight, bias, kept, out, invstd, scale)
-        return _from_rows(out, n, ho, wo)
+        # pass) rather than kept: a quarter of the graph's memory.
+        ctx.save_for_backward(saved_input, weight, bias, centred, out, invstd, scale)
+        return _from_rows(out, n, h // 2, w // 2)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out):
-        saved_input, weight, bias, kept, out, invstd, scale = ctx.saved_tensors
-        groups = ctx.groups
-        n, c, h, w = ctx.z_shape
-        if ctx.few:
-            rows = saved_input @ weight.reshape(c, -1).T
-            if bias is not None:
-                rows += bias
-            centred = rows.view(groups, -1, c).sub_(kept)
-            del rows
-        else:
-            centred = kept
+        saved_input, weight, bias, centred, out, invstd, scale = ctx.saved_tensors
         picked, index = _pool(centred, scale, ctx.z_shape)
-        count = centred.shape[1]
-        grad_out = grad_out.contiguous(memory_format=_CHANNELS_LAST)
-        grad = torch.where(out > 0, _rows(grad_out).view(out.shape), 0.0)
-        ones = grad.new_ones(groups, 1, grad.shape[1])
-        sum_grad = torch.bmm(ones, grad)
-        sum_grad_z = torch.bmm(ones, grad * picked) * invstd
-        # BatchNorm's backward, dz = scale * (g - mean(g) - z_hat * mean(g z_hat)),
-        # where g is the pooled gradient routed to the winners (zero elsewhere)
-        # and z_hat = (z - mean) * invstd.
-        k1 = -scale * invstd * sum_grad_z / count
-        k0 = -scale * sum_grad / count
-        routed = _from_rows(grad * scale, n, *grad_out.shape[-2:])
-        grad_z = torch.ops.aten.max_pool2d_with_indices_backward(
-            routed,
-            _from_rows(centred, n, h, w),
-            [2, 2],
-            [2, 2],
-            [0, 0],
-            [1, 1],
-            False,
-            index,
-        ).contiguous(memory_format=_CHANNELS_LAST)
-        rows = _rows(grad_z)
-        rows.view(groups, -1, c).addcmul_(centred, k1).add_(k0)
+        grad, k0, k1, *affine_grads = _batch_norm_backward_terms(
+            grad_out, out, picked, centred.shape[1], invstd, scale
+        )
+        grad_z = _grad_z(grad, scale, centred, k0, k1, index, ctx.z_shape)
         needs = ctx.needs_input_grad
-        grad_x = grad_weight = grad_bias = None
-        if ctx.few:
-            if needs[1]:
-                grad_weight = (saved_input.T @ rows).T.reshape(weight.shape)
-        else:
-            grad_x, grad_weight, _ = _conv_backward(
-                grad_z, saved_input, weight, [needs[0], needs[1], False]
-            )
+        grad_x, grad_weight, _ = _conv_backward(
+            grad_z, saved_input, weight, [needs[0], needs[1], False]
+        )
+        grad_bias = None
         if ctx.has_bias and needs[2]:
-            grad_bias = (rows.new_ones(1, rows.shape[0]) @ rows).view(c)
+            rows = _rows(grad_z)
+            grad_bias = (rows.new_ones(1, rows.shape[0]) @ rows).view(-1)
+        return (grad_x, grad_weight, grad_bias, *affine_grads, None, None)
+
+
+class _GreyConvBlock(torch.autograd.Function):
+    """:class:`_ConvBlock` on an input of very few channels (grey images)
+    that needs no gradient: the first block of a Conv4.
+
+    Its full-resolution tensors were the largest of a task's graph, so none
+    is made for all images at once. The convolution is a product of 3x3
+    patches (9 columns) with the weights, so BatchNorm's mean and variance
+    follow from the patches' mean and covariance; then z - mean is made,
+    pooled and dropped a chunk of images at a time, in backward again
+    (oneDNN's weight gradient was also 7x slower than this product there).
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, gamma, beta, eps, groups):
+        n, _, h, w = x.shape
+        c = weight.shape[0]
+        patches = _patches(x).view(groups, -1, x.shape[1] * 9)
+        count = patches.shape[1]
+        ones = patches.new_ones(groups, 1, count)
+        centred_patches = patches - torch.bmm(ones, patches) / count
+        del patches
+        covariance = torch.bmm(centred_patches.transpose(1, 2), centred_patches)
+        flat_weight = weight.reshape(c, -1)
+        # Each channel's variance is w' Cov w; the bias does not enter it.
+        var = ((flat_weight @ covariance) * flat_weight).sum(-1).unsqueeze(1) / count
+        invstd = torch.rsqrt(var + eps)
+        scale = gamma * invstd
+        pooled_rows = count // (h * w) * (h // 2) * (w // 2)
+        out = centred_patches.new_empty(groups, pooled_rows, c)
+        for chunk in _grey_chunks(centred_patches, flat_weight, (n, c, h, w)):
+            picked, _ = _pool(chunk.centred, scale[chunk.groups], chunk.z_shape)
+            out[chunk.groups, chunk.pooled_rows] = torch.addcmul(
+                beta, picked, scale[chunk.groups]
+            ).relu_()
+        ctx.groups, ctx.has_bias = groups, bias is not None
+        ctx.z_shape = (n, c, h, w)
+        ctx.save_for_backward(centred_patches, weight, out, invstd, scale)
+        return _from_rows(out, n, h // 2, w // 2)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out):
+        centred_patches, weight, out, invstd, scale = ctx.saved_tensors
+        c = weight.shape[0]
+        flat_weight = weight.reshape(c, -1)
+        # BatchNorm's backward needs sums over all winners before any
+        # full-resolution gradient: one pass for the sums, one for the rest.
+        picked = torch.empty_like(out)
+        for chunk in _grey_chunks(centred_patches, flat_weight, ctx.z_shape):
+            picked[chunk.groups, chunk.pooled_rows], _ = _pool(
+                chunk.centred, scale[chunk.groups], chunk.z_shape
+            )
+        grad, k0, k1, *affine_grads = _batch_norm_backward_terms(
+            grad_out, out, picked, centred_patches.shape[1], invstd, scale
+        )
+        del picked
+        grad_weight = torch.zeros_like(flat_weight)
+        grad_bias = flat_weight.new_zeros(c) if ctx.has_bias else None
+        for chunk in _grey_chunks(centred_patches, flat_weight, ctx.z_shape):
+            part = chunk.groups
+            _, index = _pool(chunk.centred, scale[part], chunk.z_shape)
+            grad_z = _grad_z(
+                grad[part, chunk.pooled_rows].contiguous(),
+                scale[part],
+                chunk.centred,
+                k0[part],
+                k1[part],
+                index,
+                chunk.z_shape,
+            )
+            rows = _rows(grad_z)
+            grad_weight += (chunk.patches.reshape(-1, flat_weight.shape[1]).T @ rows).T
+            if grad_bias is not None:
+                grad_bias += (rows.new_ones(1, rows.shape[0]) @ rows).view(c)
+        needs = ctx.needs_input_grad
         return (
-            grad_x,
-            grad_weight,
-            grad_bias,
-            sum_grad_z.sum(dim=(0, 1)),
-            sum_grad.sum(dim=(0, 1)),
+            None,
+            grad_weight.reshape(weight.shape) if needs[1] else None,
+            grad_bias if needs[2] else None,
+            *affine_grads,
             None,
             None,
         )
+
+
+class _GreyChunk(NamedTuple):
+    groups: slice
+    pooled_rows: slice
+    patches: torch.Tensor
+    centred: torch.Tensor
+    z_shape: tuple[int, int, int, int]
+
+
+# Full-resolution elements per chunk of _GreyConvBlock (2 MiB in float32):
+# below that the peak memory of a Conv4 MAML task stopped falling.
+_CHUNK_ELEMENTS = 1 << 19
+
+
+def _grey_chunks(
+    centred_patches: torch.Tensor,
+    flat_weight: torch.Tensor,
+    z_shape: tuple[int, int, int, int],
+) -> Iterator[_GreyChunk]:
+    """Chunks of about ``_CHUNK_ELEMENTS`` with their z - mean: whole groups
+    when a group fits in one, else parts of one group."""
+    groups = centred_patches.shape[0]
+    _, c, h, w = z_shape
+    per_group = centred_patches.shape[1] // (h * w)
+    images = max(1, _CHUNK_ELEMENTS // (c * h * w))
+    if per_group <= images:
+        step = images // per_group
+        spans = [
+            (slice(g, min(g + step, groups)), 0, per_group)
+            for g in range(0, groups, step)
+        ]
+    else:
+        spans = [
+            (slice(g, g + 1), i, min(i + images, per_group))
+            for g in range(groups)
+            for i in range(0, per_group, images)
+        ]
+    pooled = (h // 2) * (w // 2)
+    for part, first, stop in spans:
+        patches = centred_patches[part, first * h * w : stop * h * w]
+        n_images = (part.stop - part.start) * (stop - first)
+        yield _GreyChunk(
+            groups=part,
+            pooled_rows=slice(first * pooled, stop * pooled),
+            patches=patches,
+            centred=patches @ flat_weight.T,
+            z_shape=(n_images, c, h, w),
+        )
+
+
+def _batch_norm_backward_terms(grad_out, out, picked, count, invstd, scale):
+    """The pooled gradient ``grad`` (zero where ReLU cut) as rows per group,
+    the per-group terms of BatchNorm's input gradient,
+    dz = scale * (g - mean(g) - z_hat * mean(g z_hat)) = scale g + k0 + k1 (z - mean),
+    where g is ``grad`` routed to the winners (zero elsewhere) and
+    z_hat = (z - mean) * invstd."""
+    grad_out = grad_out.contiguous(memory_format=_CHANNELS_LAST)
+    grad = torch.where(out > 0, _rows(grad_out).view(out.shape), 0.0)
+    ones = grad.new_ones(grad.shape[0], 1, grad.shape[1])
+    sum_grad = torch.bmm(ones, grad)
+    sum_grad_z = torch.bmm(ones, grad * picked) * invstd
+    k1 = -scale * invstd * sum_grad_z / count
+    k0 = -scale * sum_grad / count
+    # The last two are the gradients of BatchNorm's weight and bias.
+    return grad, k0, k1, sum_grad_z.sum(dim=(0, 1)), sum_grad.sum(dim=(0, 1))
+
+
+def _grad_z(grad, scale, centred, k0, k1, index, z_shape):
+    """The gradient of the convolution output z, channels-last."""
+    n, c, h, w = z_shape
+    groups = centred.shape[0]
+    routed = _from_rows(grad * scale, n, h // 2, w // 2)
+    grad_z = torch.ops.aten.max_pool2d_with_indices_backward(
+        routed,
+        _from_rows(centred, n, h, w),
+        [2, 2],
+        [2, 2],
+        [0, 0],
+        [1, 1],
+        False,
+        index,
+    ).contiguous(memory_format=_CHANNELS_LAST)
+    _rows(grad_z).view(groups, -1, c).addcmul_(centred, k1).add_(k0)
+    return grad_z
 
 
 def _fusable_conv4(body: nn.Module) -> bool:
@@ -366,7 +485,10 @@ def _fused_conv4_forward(
     for index, block in enumerate(body.blocks):
         conv, norm = block[0], block[1]
         prefix = f"blocks.{index}"
-        x = _ConvBlock.apply(
+        block_function = (
+            _GreyConvBlock if _few_channels(x) and not x.requires_grad else _ConvBlock
+        )
+        x = block_function.apply(
             x,
             params[f"{prefix}.0.weight"],
             params.get(f"{prefix}.0.bias") if conv.bias is not None else None,

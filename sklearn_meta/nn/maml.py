@@ -594,15 +594,18 @@ class MAML(nn.Module):
 
     Memory: ``forward`` returns the predictions of the whole meta-batch and
     the loss is back-propagated once, so the graphs of all its tasks are
-    alive together, where a per-task loop that back-propagates after each
-    task (learn2learn's examples) holds one task's graph at a time. Measured
-    for Conv4 on 28x28 images, 5-way 1-shot, 15 queries, meta-batch 16 on a
-    CPU: 0.69 GiB against 0.17 GiB for such a loop (0.39 GiB with
-    ``checkpoint_query=True``, then at about the loop's speed); the figure
-    grows with the meta-batch (1.4 GiB at 32), the loop's does not.
-    :meth:`meta_backward`, which the estimator's training step uses, keeps
-    only the graphs of the tasks in flight (one per thread): 0.1 to 0.25 GiB
-    in the same setting at meta-batches 4 to 32.
+    alive together and grow with the meta-batch, where a per-task loop that
+    back-propagates after each task (learn2learn's examples) holds one
+    task's graph at a time (``checkpoint_query=True`` recomputes the query
+    passes in backward instead of keeping them). :meth:`meta_backward`,
+    which the estimator's training step uses, keeps only the graphs of the
+    tasks in flight, one per thread. Measured for Conv4 on 28x28 images,
+    5-way 1-shot, 15 queries, on 2 CPU threads (peak resident memory of a
+    meta-iteration, ``benchmarks/speed_maml.py``): with one inner step
+    64 MiB against the loop's 66 at meta-batches 4 to 32 (49 to 51 MiB
+    against 60 to 62 in first order and for ANIL); with five second-order
+    inner steps 116 MiB against 93, two tasks' graphs of five
+    twice-differentiable steps being alive together.
 
     References
     ----------

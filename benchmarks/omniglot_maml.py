@@ -62,6 +62,11 @@ def main(argv=None) -> dict:
     parser.add_argument("--first-order", action="store_true")
     parser.add_argument("--anil", action="store_true", help="adapt the head only")
     parser.add_argument(
+        "--learn-inner-lr",
+        action="store_true",
+        help="Meta-SGD: a learned per-parameter inner learning rate",
+    )
+    parser.add_argument(
         "--augment",
         default="10,0.1,2",
         help="RandomAffine rotation,scale,translation of the training images, or none",
@@ -82,6 +87,7 @@ def main(argv=None) -> dict:
         adapt_steps=args.adapt_steps[0],
         first_order=args.first_order,
         inner_params="head" if args.anil else "all",
+        learn_inner_lr=args.learn_inner_lr,
         backbone=args.backbone,
         n_way=5,
         k_shot=1,

@@ -358,6 +358,13 @@ class MAMLFeatureExtractor(
         -------
         self : object
             The adapted estimator.
+
+        Raises
+        ------
+        ValueError
+            If the weights become non-finite during the steps (too large an
+            ``inner_lr`` or too many ``adapt_steps``); the estimator then keeps
+            the task it was adapting.
         """
         if not hasattr(self, "net_"):
             self._initialize_without_meta_training(X, y)
@@ -389,6 +396,20 @@ class MAMLFeatureExtractor(
         finally:
             module.eval()
         params = {name: value.detach() for name, value in params.items()}
+        if not all(torch.isfinite(value).all() for value in params.values()):
+            # NaN weights would answer every later call with NaN; refusing
+            # keeps the task that was being adapted, as for any bad input.
+            hint = (
+                f"; the learned rates of learn_inner_lr=True are tuned for "
+                f"inner_steps={self.inner_steps} steps"
+                if self.learn_inner_lr
+                else ""
+            )
+            raise ValueError(
+                f"adaptation diverged: the weights became non-finite within "
+                f"{self._n_adapt_steps()} steps; lower adapt_steps, or fit again "
+                f"with a lower inner_lr (now {self.inner_lr}){hint}"
+            )
         body = copy.deepcopy(module.body)
         body.load_state_dict(
             {

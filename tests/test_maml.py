@@ -215,6 +215,23 @@ def test_inner_lr_must_be_positive(blobs):
         small(inner_lr=0.0).fit(X, y)
 
 
+def test_diverged_adaptation_is_refused_and_keeps_the_task():
+    """Adaptation steps that overflow raise and leave the adapted task as it was."""
+    X, y, groups = make_sinusoid_tasks(n_tasks=50, n_points=20, random_state=0)
+    reg = small(inner_lr=0.5, k_shot=5, n_query=5, episodes_per_epoch=16)
+    reg.fit(X, y, groups=groups)
+    reg.set_params(adapt_steps=50)
+    with pytest.raises(ValueError, match="diverged.*adapt_steps.*inner_lr"):
+        reg.partial_fit(X[:10], y[:10])
+    assert not hasattr(reg, "_adapted_params")
+    reg.set_params(adapt_steps=1).partial_fit(X[:10], y[:10])
+    before = reg.predict(X[:20])
+    assert np.isfinite(before).all()
+    with pytest.raises(ValueError, match="diverged"):
+        reg.set_params(adapt_steps=50).partial_fit(X[10:20], y[10:20])
+    assert_allclose(reg.predict(X[:20]), before)
+
+
 def test_divergence_names_the_learning_rates():
     """A run whose loss overflows stops with an error naming both learning rates."""
     X, y, groups = make_sinusoid_tasks(n_tasks=50, n_points=20, random_state=0)

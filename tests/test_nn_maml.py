@@ -141,7 +141,11 @@ def test_meta_gradient_matches_reference(kind, variant):
     expected = reference_meta_gradient(model, *batch, n_steps)
     assert max(g.abs().max().item() for g in expected.values()) > 1e-3
     if kwargs.get("inner_params") == "head":
-        assert all(g.abs().max() > 0 for g in expected.values())
+        # ANIL adapts the head only, but the body still gets an outer gradient.
+        # (Some gradients are zero by construction: biases before BatchNorm,
+        # and the replicated head's bias in first order.)
+        body = [g for name, g in expected.items() if name.startswith("body.")]
+        assert max(g.abs().max().item() for g in body) > 1e-3
     for strategy in STRATEGIES:
         model.strategy = strategy
         actual = our_meta_gradient(model, *batch, n_steps)

@@ -166,6 +166,11 @@ def _mixes_samples(module: nn.Module) -> bool:
 # - with very few input channels (grey images) the convolution is a matrix
 #   product over patches (oneDNN's weight gradient was 7x slower there) and
 #   no full-resolution tensor of all images is made (``_GreyConvBlock``).
+#
+# The grey first block also serves the support passes of second-order MAML
+# (``_TwiceDifferentiableGreyBlock``): there its gradient is a node of its
+# own whose backward recomputes the block, so the inner loop stops keeping
+# the block's full-resolution tensors for the outer backward.
 
 _CHANNELS_LAST = torch.channels_last
 
@@ -291,72 +296,201 @@ class _GreyConvBlock(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weight, bias, gamma, beta, eps, groups):
-        n, _, h, w = x.shape
-        c = weight.shape[0]
-        patches = _patches(x).view(groups, -1, x.shape[1] * 9)
-        count = patches.shape[1]
-        ones = patches.new_ones(groups, 1, count)
-        centred_patches = patches - torch.bmm(ones, patches) / count
-        del patches
-        covariance = torch.bmm(centred_patches.transpose(1, 2), centred_patches)
-        flat_weight = weight.reshape(c, -1)
-        # Each channel's variance is w' Cov w; the bias does not enter it.
-        var = ((flat_weight @ covariance) * flat_weight).sum(-1).unsqueeze(1) / count
-        invstd = torch.rsqrt(var + eps)
-        scale = gamma * invstd
-        pooled_rows = count // (h * w) * (h // 2) * (w // 2)
-        out = centred_patches.new_empty(groups, pooled_rows, c)
-        for chunk in _grey_chunks(centred_patches, flat_weight, (n, c, h, w)):
-            picked, _ = _pool(chunk.centred, scale[chunk.groups], chunk.z_shape)
-            out[chunk.groups, chunk.pooled_rows] = torch.addcmul(
-                beta, picked, scale[chunk.groups]
-            ).relu_()
-        ctx.groups, ctx.has_bias = groups, bias is not None
-        ctx.z_shape = (n, c, h, w)
-        ctx.save_for_backward(centred_patches, weight, out, invstd, scale)
-        return _from_rows(out, n, h // 2, w // 2)
+        out, saved = _grey_block_forward(x, weight, gamma, beta, eps, groups)
+        ctx.has_bias = bias is not None
+        ctx.z_shape = (x.shape[0], weight.shape[0], *x.shape[2:])
+        ctx.save_for_backward(*saved)
+        return out
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out):
-        centred_patches, weight, out, invstd, scale = ctx.saved_tensors
-        c = weight.shape[0]
-        flat_weight = weight.reshape(c, -1)
-        # BatchNorm's backward needs sums over all winners before any
-        # full-resolution gradient: one pass for the sums, one for the rest.
-        picked = torch.empty_like(out)
-        for chunk in _grey_chunks(centred_patches, flat_weight, ctx.z_shape):
-            picked[chunk.groups, chunk.pooled_rows], _ = _pool(
-                chunk.centred, scale[chunk.groups], chunk.z_shape
-            )
-        grad, k0, k1, *affine_grads = _batch_norm_backward_terms(
-            grad_out, out, picked, centred_patches.shape[1], invstd, scale
+        grad_weight, grad_bias, grad_gamma, grad_beta = _grey_block_gradients(
+            grad_out, ctx.saved_tensors, ctx.z_shape, ctx.has_bias
         )
-        del picked
-        grad_weight = torch.zeros_like(flat_weight)
-        grad_bias = flat_weight.new_zeros(c) if ctx.has_bias else None
-        for chunk in _grey_chunks(centred_patches, flat_weight, ctx.z_shape):
-            part = chunk.groups
-            _, index = _pool(chunk.centred, scale[part], chunk.z_shape)
-            grad_z = _grad_z(
-                grad[part, chunk.pooled_rows].contiguous(),
-                scale[part],
-                chunk.centred,
-                k0[part],
-                k1[part],
-                index,
-                chunk.z_shape,
-            )
-            rows = _rows(grad_z)
-            grad_weight += (chunk.patches.reshape(-1, flat_weight.shape[1]).T @ rows).T
-            if grad_bias is not None:
-                grad_bias += (rows.new_ones(1, rows.shape[0]) @ rows).view(c)
         needs = ctx.needs_input_grad
         return (
             None,
-            grad_weight.reshape(weight.shape) if needs[1] else None,
+            grad_weight if needs[1] else None,
             grad_bias if needs[2] else None,
-            *affine_grads,
+            grad_gamma,
+            grad_beta,
+            None,
+            None,
+        )
+
+
+def _grey_block_forward(x, weight, gamma, beta, eps, groups):
+    """:class:`_GreyConvBlock`'s output and the tensors its backward needs.
+
+    The convolution's bias does not enter: BatchNorm subtracts it again.
+    """
+    n, _, h, w = x.shape
+    c = weight.shape[0]
+    patches = _patches(x).view(groups, -1, x.shape[1] * 9)
+    count = patches.shape[1]
+    ones = patches.new_ones(groups, 1, count)
+    centred_patches = patches - torch.bmm(ones, patches) / count
+    del patches
+    covariance = torch.bmm(centred_patches.transpose(1, 2), centred_patches)
+    flat_weight = weight.reshape(c, -1)
+    # Each channel's variance is w' Cov w.
+    var = ((flat_weight @ covariance) * flat_weight).sum(-1).unsqueeze(1) / count
+    invstd = torch.rsqrt(var + eps)
+    scale = gamma * invstd
+    pooled_rows = count // (h * w) * (h // 2) * (w // 2)
+    out = centred_patches.new_empty(groups, pooled_rows, c)
+    for chunk in _grey_chunks(centred_patches, flat_weight, (n, c, h, w)):
+        picked, _ = _pool(chunk.centred, scale[chunk.groups], chunk.z_shape)
+        out[chunk.groups, chunk.pooled_rows] = torch.addcmul(
+            beta, picked, scale[chunk.groups]
+        ).relu_()
+    saved = (centred_patches, weight, out, invstd, scale)
+    return _from_rows(out, n, h // 2, w // 2), saved
+
+
+def _grey_block_gradients(grad_out, saved, z_shape, has_bias):
+    """Gradients of :class:`_GreyConvBlock`'s weight, bias (None without
+    one), gamma and beta, from what :func:`_grey_block_forward` saved."""
+    centred_patches, weight, out, invstd, scale = saved
+    c = weight.shape[0]
+    flat_weight = weight.reshape(c, -1)
+    # BatchNorm's backward needs sums over all winners before any
+    # full-resolution gradient: one pass for the sums, one for the rest.
+    picked = torch.empty_like(out)
+    for chunk in _grey_chunks(centred_patches, flat_weight, z_shape):
+        picked[chunk.groups, chunk.pooled_rows], _ = _pool(
+            chunk.centred, scale[chunk.groups], chunk.z_shape
+        )
+    grad, k0, k1, grad_gamma, grad_beta = _batch_norm_backward_terms(
+        grad_out, out, picked, centred_patches.shape[1], invstd, scale
+    )
+    del picked
+    grad_weight = torch.zeros_like(flat_weight)
+    grad_bias = flat_weight.new_zeros(c) if has_bias else None
+    for chunk in _grey_chunks(centred_patches, flat_weight, z_shape):
+        part = chunk.groups
+        _, index = _pool(chunk.centred, scale[part], chunk.z_shape)
+        grad_z = _grad_z(
+            grad[part, chunk.pooled_rows].contiguous(),
+            scale[part],
+            chunk.centred,
+            k0[part],
+            k1[part],
+            index,
+            chunk.z_shape,
+        )
+        rows = _rows(grad_z)
+        grad_weight += (chunk.patches.reshape(-1, flat_weight.shape[1]).T @ rows).T
+        if grad_bias is not None:
+            grad_bias += (rows.new_ones(1, rows.shape[0]) @ rows).view(c)
+    return grad_weight.reshape(weight.shape), grad_bias, grad_gamma, grad_beta
+
+
+def _recomputed_grey_block(x, weight, bias, gamma, beta, eps):
+    """:class:`_GreyConvBlock`'s output in differentiable operations, for a
+    second derivative.
+
+    As in the fused blocks, BatchNorm and ReLU run on the pool's winners
+    only, picked with ``gather`` (whose derivatives need just the indices):
+    the second derivative through it measured about 1.3x faster than
+    through native ``batch_norm``, ``relu`` and ``max_pool2d``.
+    """
+    z = F.conv2d(x, weight, bias, padding=1)
+    mean = z.mean(dim=(0, 2, 3), keepdim=True)
+    centred = z - mean
+    var = (centred * centred).mean(dim=(0, 2, 3), keepdim=True)
+    scale = gamma.view(1, -1, 1, 1) * torch.rsqrt(var + eps)
+    with torch.no_grad():
+        _, index = F.max_pool2d(centred * scale, 2, return_indices=True)
+    picked = centred.flatten(2).gather(2, index.flatten(2)).view(index.shape)
+    return F.relu(picked * scale + beta.view(1, -1, 1, 1))
+
+
+class _TwiceDifferentiableGreyBlock(torch.autograd.Function):
+    """:class:`_GreyConvBlock` for one task's support pass in second-order MAML.
+
+    An inner step differentiates the block once (with the fused backward)
+    and the outer backward differentiates that gradient again. For this
+    second derivative, native operations keep the block's full-resolution
+    tensors (the convolution and ReLU outputs and two gradients of that
+    size: 3.8 of the 6.4 MiB a Conv4 support step keeps for 5 images of
+    28x28) through the whole inner loop; this block keeps only its small
+    inputs and the pooled gradient, and :class:`_GreyBlockGradient`
+    recomputes the block (:func:`_recomputed_grey_block`) when the outer
+    backward reaches it.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, gamma, beta, eps):
+        out, saved = _grey_block_forward(x, weight, gamma, beta, eps, 1)
+        ctx.eps = eps
+        ctx.z_shape = (x.shape[0], weight.shape[0], *x.shape[2:])
+        ctx.save_for_backward(x, bias, gamma, beta, *saved)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        x, bias, gamma, beta, *saved = ctx.saved_tensors
+        grads = _GreyBlockGradient.apply(
+            grad_out, x, saved[1], bias, gamma, beta, ctx.eps, saved, ctx.z_shape
+        )
+        grad_weight, grad_bias, grad_gamma, grad_beta = grads
+        if bias is None:
+            grad_bias = None
+        return None, grad_weight, grad_bias, grad_gamma, grad_beta, None
+
+
+class _GreyBlockGradient(torch.autograd.Function):
+    """The gradient of :class:`_TwiceDifferentiableGreyBlock`'s parameters
+    as a function of ``grad_out`` and the parameters: fused in forward,
+    recomputed in differentiable operations in backward (the second
+    derivative)."""
+
+    @staticmethod
+    def forward(ctx, grad_out, x, weight, bias, gamma, beta, eps, saved, z_shape):
+        grad_weight, grad_bias, grad_gamma, grad_beta = _grey_block_gradients(
+            grad_out, saved, z_shape, bias is not None
+        )
+        ctx.eps = eps
+        ctx.save_for_backward(grad_out, x, weight, bias, gamma, beta)
+        if grad_bias is None:
+            # A Function's outputs must be tensors; the caller drops this one.
+            grad_bias = gamma.new_zeros(())
+        return grad_weight, grad_bias, grad_gamma, grad_beta
+
+    @staticmethod
+    @once_differentiable
+    def backward(
+        ctx, weight_cotangent, bias_cotangent, gamma_cotangent, beta_cotangent
+    ):
+        grad_out, x, weight, bias, gamma, beta = ctx.saved_tensors
+        has_bias = bias is not None
+        with torch.enable_grad():
+            grad_out, weight, gamma, beta = (
+                t.detach().requires_grad_() for t in (grad_out, weight, gamma, beta)
+            )
+            parameters = [weight, gamma, beta]
+            cotangents = [weight_cotangent, gamma_cotangent, beta_cotangent]
+            if has_bias:
+                bias = bias.detach().requires_grad_()
+                parameters.append(bias)
+                cotangents.append(bias_cotangent)
+            out = _recomputed_grey_block(x, weight, bias, gamma, beta, ctx.eps)
+            grads = torch.autograd.grad(out, parameters, grad_out, create_graph=True)
+            # beta enters the gradients only through ReLU's mask: no derivative.
+            second = torch.autograd.grad(
+                grads, [grad_out, *parameters], cotangents, allow_unused=True
+            )
+        grad_grad_out, grad_weight, grad_gamma, grad_beta, *grad_bias = second
+        return (
+            grad_grad_out,
+            None,
+            grad_weight,
+            grad_bias[0] if has_bias else None,
+            grad_gamma,
+            grad_beta,
+            None,
             None,
             None,
         )
@@ -478,25 +612,36 @@ def _fusable_conv4(body: nn.Module) -> bool:
 
 
 def _fused_conv4_forward(
-    body: Conv4, params: Params, x: torch.Tensor, groups: int
+    body: Conv4, params: Params, x: torch.Tensor, groups: int, twice: bool = False
 ) -> torch.Tensor:
-    """``body(x)`` with the fused blocks; ``params`` are the body's, by name."""
+    """``body(x)`` with the fused blocks; ``params`` are the body's, by name.
+
+    ``twice=True`` (one task, a grey input without gradient): a pass to be
+    differentiated twice, with the first block fused
+    (:class:`_TwiceDifferentiableGreyBlock`) and the others native.
+    """
     x = x.reshape(x.shape[0], *body.input_shape)
     for index, block in enumerate(body.blocks):
         conv, norm = block[0], block[1]
         prefix = f"blocks.{index}"
-        block_function = (
-            _GreyConvBlock if _few_channels(x) and not x.requires_grad else _ConvBlock
-        )
-        x = block_function.apply(
-            x,
+        block_params = (
             params[f"{prefix}.0.weight"],
             params.get(f"{prefix}.0.bias") if conv.bias is not None else None,
             params[f"{prefix}.1.weight"],
             params[f"{prefix}.1.bias"],
             norm.eps,
-            groups,
         )
+        if twice and index == 0:
+            x = _TwiceDifferentiableGreyBlock.apply(x, *block_params)
+        elif twice:
+            conv_weight, conv_bias, gamma, beta, eps = block_params
+            z = F.conv2d(x, conv_weight, conv_bias, padding=1)
+            z = F.batch_norm(z, None, None, gamma, beta, training=True, eps=eps)
+            x = F.max_pool2d(F.relu(z), 2)
+        elif _few_channels(x) and not x.requires_grad:
+            x = _GreyConvBlock.apply(x, *block_params, groups)
+        else:
+            x = _ConvBlock.apply(x, *block_params, groups)
     features = x.flatten(1)
     if body.projection is not None:
         features = F.linear(
@@ -551,9 +696,11 @@ class MAML(nn.Module):
         When the body is a max-pool :class:`~sklearn_meta.nn.backbones.Conv4`
         in batch-statistics mode, run the passes that are differentiated only
         once (query passes; support passes of first-order MAML; ANIL's body)
-        through fused, once-differentiable blocks: same numbers up to
-        rounding, faster and lighter (measured on a CPU). ``"auto"`` uses
-        them on a CPU only; never under ``vmap``.
+        through fused, once-differentiable blocks, and the grey first block
+        of second-order support passes through a fused block whose second
+        derivative is recomputed: same numbers up to rounding, faster and
+        lighter (measured on a CPU). ``"auto"`` uses them on a CPU only;
+        never under ``vmap``.
     checkpoint_query : bool, default=False
         Recompute each task's query pass during the backward pass instead of
         keeping its graph from the forward pass (``"loop"`` and ``"shared"``
@@ -601,11 +748,14 @@ class MAML(nn.Module):
     which the estimator's training step uses, keeps only the graphs of the
     tasks in flight, one per thread. Measured for Conv4 on 28x28 images,
     5-way 1-shot, 15 queries, on 2 CPU threads (peak resident memory of a
-    meta-iteration, ``benchmarks/speed_maml.py``): with one inner step
-    64 MiB against the loop's 66 at meta-batches 4 to 32 (49 to 51 MiB
-    against 60 to 62 in first order and for ANIL); with five second-order
-    inner steps 116 MiB against 93, two tasks' graphs of five
-    twice-differentiable steps being alive together.
+    meta-iteration, ``benchmarks/speed_maml.py``): 53 to 56 MiB against
+    the loop's 66 with one second-order inner step at meta-batches 4 to 32,
+    73 to 77 MiB against 93 to 94 with five (47 to 51 against 60 to 63 in
+    first order and for ANIL). Two tasks' graphs are alive at once there,
+    each smaller than the loop's: the query passes go through the fused
+    blocks, and a second-order support step keeps 2.5 MiB for the outer
+    backward instead of 6.4 (the first block's second derivative is
+    recomputed; before that, five steps took 115 MiB).
 
     References
     ----------
@@ -768,16 +918,32 @@ class MAML(nn.Module):
         )
 
     def _embed(
-        self, params: Params, x: torch.Tensor, once: bool = False, groups: int = 1
+        self,
+        params: Params,
+        x: torch.Tensor,
+        once: bool = False,
+        groups: int = 1,
+        *,
+        outside_vmap: bool = False,
     ) -> torch.Tensor:
         """The body's embedding of ``x``.
 
         ``once=True`` promises that the result is differentiated at most once,
         which allows the fused blocks; ``groups`` (fused blocks only) splits
         the batch into that many tasks with their own BatchNorm statistics.
+        ``outside_vmap=True`` promises that this call is not under
+        :func:`torch.func.vmap` (which custom autograd nodes would need rules
+        for): a pass to be differentiated twice may then fuse a grey first
+        block, keeping less memory for the second derivative.
         """
         if once and self._can_fuse(x.device):
             return _fused_conv4_forward(self.body, self._body_params(params), x, groups)
+        if outside_vmap and groups == 1 and self._can_fuse(x.device):
+            images = x.reshape(x.shape[0], *self.body.input_shape)
+            if _few_channels(images) and not images.requires_grad:
+                return _fused_conv4_forward(
+                    self.body, self._body_params(params), images, 1, twice=True
+                )
         if groups != 1:
             raise RuntimeError("per-group statistics need the fused blocks")
         return functional_call(self._functional_body(), self._body_params(params), (x,))
@@ -797,9 +963,16 @@ class MAML(nn.Module):
         return output
 
     def _predict(
-        self, params: Params, x: torch.Tensor, once: bool = False
+        self,
+        params: Params,
+        x: torch.Tensor,
+        once: bool = False,
+        *,
+        outside_vmap: bool = False,
     ) -> torch.Tensor:
-        return self._head(params, self._embed(params, x, once))
+        return self._head(
+            params, self._embed(params, x, once, outside_vmap=outside_vmap)
+        )
 
     def _predict_once(self, params: Params, x: torch.Tensor) -> torch.Tensor:
         return self._predict(params, x, once=True)
@@ -1009,7 +1182,8 @@ class MAML(nn.Module):
             once = mode != "second"
 
             def loss_fn(p: Params) -> torch.Tensor:
-                return self._loss(self._predict(p, support_x, once), support_y)
+                output = self._predict(p, support_x, once, outside_vmap=True)
+                return self._loss(output, support_y)
 
         return self._gradient_steps(start, loss_fn, n_steps, mode)
 
@@ -1200,7 +1374,9 @@ class MAML(nn.Module):
             return self._head(head, query_embedding)
 
         def support_loss(p: Params) -> torch.Tensor:
-            output = self._predict(p, support_x, once=mode != "second")
+            output = self._predict(
+                p, support_x, once=mode != "second", outside_vmap=True
+            )
             return self._loss(output, support_y)
 
         params = self._gradient_steps(init, support_loss, n_steps, mode)
@@ -1268,7 +1444,9 @@ class MAML(nn.Module):
                 params = {**init, **{n: p[t] for n, p in batched.items()}}
 
             def loss_fn(p: Params, t: int = t) -> torch.Tensor:
-                output = self._predict(p, support_x[t], once=mode != "second")
+                output = self._predict(
+                    p, support_x[t], once=mode != "second", outside_vmap=True
+                )
                 return self._loss(output, support_y[t])
 
             params = self._gradient_steps(params, loss_fn, steps_left, mode)

@@ -15,6 +15,7 @@ EXAMPLES = sorted((Path(__file__).resolve().parents[1] / "examples").glob("*.py"
 
 
 def test_examples_are_found():
+    # A wrong path would leave the parametrised test below with no case.
     assert len(EXAMPLES) >= 5
 
 

@@ -543,12 +543,7 @@ def test_twice_differentiable_grey_block_matches_native(conv_bias):
     """The first Conv4 block of a second-order support pass (fused value and
     gradient, recomputed second derivative) equals native operations in all
     three, with a negative BatchNorm scale among the channels."""
-    from sklearn_meta.nn.maml import _TwiceDifferentiableGreyBlock
-
-    def native_block(x, weight, bias, gamma, beta, eps):
-        z = F.conv2d(x, weight, bias, padding=1)
-        z = F.batch_norm(z, None, None, gamma, beta, training=True, eps=eps)
-        return F.max_pool2d(F.relu(z), 2)
+    from sklearn_meta.nn.maml import _native_conv_block, _TwiceDifferentiableGreyBlock
 
     torch.manual_seed(0)
 
@@ -571,7 +566,7 @@ def test_twice_differentiable_grey_block_matches_native(conv_bias):
         return out, torch.autograd.grad(loss, params, create_graph=True)
 
     fused_out, fused_grads = inner_gradient(_TwiceDifferentiableGreyBlock.apply)
-    native_out, native_grads = inner_gradient(native_block)
+    native_out, native_grads = inner_gradient(_native_conv_block)
     assert_allclose(fused_out.detach(), native_out.detach(), atol=1e-12)
     for fused, native in zip(fused_grads, native_grads, strict=True):
         assert_allclose(fused.detach(), native.detach(), atol=1e-10)

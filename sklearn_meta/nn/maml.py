@@ -387,14 +387,23 @@ def _grey_block_gradients(grad_out, saved, z_shape, has_bias):
     return grad_weight.reshape(weight.shape), grad_bias, grad_gamma, grad_beta
 
 
+def _native_conv_block(x, weight, bias, gamma, beta, eps):
+    """A Conv4 block in batch-statistics mode, in native (twice-differentiable)
+    operations: what the modules compute, without swapping their parameters."""
+    z = F.conv2d(x, weight, bias, padding=1)
+    z = F.batch_norm(z, None, None, gamma, beta, training=True, eps=eps)
+    return F.max_pool2d(F.relu(z), 2)
+
+
 def _recomputed_grey_block(x, weight, bias, gamma, beta, eps):
     """:class:`_GreyConvBlock`'s output in differentiable operations, for a
     second derivative.
 
     As in the fused blocks, BatchNorm and ReLU run on the pool's winners
     only, picked with ``gather`` (whose derivatives need just the indices):
-    the second derivative through it measured about 1.3x faster than
-    through native ``batch_norm``, ``relu`` and ``max_pool2d``.
+    its forward, backward and second derivative together measured about
+    1.3x faster than :func:`_native_conv_block`'s (5 images of 28x28, 64
+    channels, one thread).
     """
     z = F.conv2d(x, weight, bias, padding=1)
     mean = z.mean(dim=(0, 2, 3), keepdim=True)
@@ -634,10 +643,7 @@ def _fused_conv4_forward(
         if twice and index == 0:
             x = _TwiceDifferentiableGreyBlock.apply(x, *block_params)
         elif twice:
-            conv_weight, conv_bias, gamma, beta, eps = block_params
-            z = F.conv2d(x, conv_weight, conv_bias, padding=1)
-            z = F.batch_norm(z, None, None, gamma, beta, training=True, eps=eps)
-            x = F.max_pool2d(F.relu(z), 2)
+            x = _native_conv_block(x, *block_params)
         elif _few_channels(x) and not x.requires_grad:
             x = _GreyConvBlock.apply(x, *block_params, groups)
         else:

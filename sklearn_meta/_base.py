@@ -19,6 +19,7 @@ import math
 import numbers
 from collections.abc import Callable
 from numbers import Integral, Real
+from types import MethodType
 
 import numpy as np
 import torch
@@ -33,6 +34,7 @@ from skorch.helper import predefined_split
 from skorch.utils import to_tensor
 
 from ._compat import Interval
+from .model_selection import evaluate_few_shot
 from .nn.losses import EpisodeLoss, episode_scores
 from .tasks import (
     Episodes,
@@ -68,6 +70,10 @@ N_VALIDATION_EPISODES = 100
 
 #: How many samples are embedded at once outside training.
 CHUNK_SIZE = 1024
+
+#: Episodes drawn by ``score`` (with a fixed seed, so that the candidates of a
+#: grid search are judged on the same episodes).
+N_SCORE_EPISODES = 100
 
 
 def resolve_device(device) -> torch.device:
@@ -126,6 +132,50 @@ def binary_decision(logits: np.ndarray) -> np.ndarray:
     if logits.shape[1] == 2:
         return logits[:, 1] - logits[:, 0]
     return logits
+
+
+def is_adapted(estimator) -> bool:
+    """Whether ``partial_fit`` has adapted ``estimator`` to a task."""
+    return getattr(estimator, "_adaptation", None) is not None
+
+
+class _AvailableAfterAdaptation:
+    """``available_if(is_adapted)`` whose AttributeError says what to call.
+
+    scikit-learn asks ``hasattr(estimator, "predict")``, so the method must
+    stay absent (an ``AttributeError``) until a task is adapted; the message
+    then tells a user calling it too early what to do first.
+    """
+
+    def __init__(self, method: Callable, check: Callable | None) -> None:
+        self.method = method
+        self.check = check
+        functools.update_wrapper(self, method)
+
+    def __get__(self, estimator, owner=None):
+        if estimator is None:
+            return self.method
+        name = self.method.__name__
+        if not is_adapted(estimator):
+            raise AttributeError(
+                f"This {type(estimator).__name__!r} has no attribute {name!r} "
+                f"yet: {name} answers for the task adapted by partial_fit; call "
+                "partial_fit on the new task's support set first"
+            )
+        if self.check is not None and not self.check(estimator):
+            raise AttributeError(
+                f"This {type(estimator).__name__!r} has no attribute {name!r}"
+            )
+        return MethodType(self.method, estimator)
+
+
+def available_after_adaptation(check: Callable | None = None) -> Callable:
+    """Decorate a method that exists only once ``partial_fit`` adapted a task.
+
+    ``check(estimator)``, when given, is a further condition (as in
+    :func:`sklearn.utils.metaestimators.available_if`).
+    """
+    return lambda method: _AvailableAfterAdaptation(method, check)
 
 
 def atomic(method: Callable) -> Callable:
@@ -251,32 +301,35 @@ def seeded_rng(device: torch.device, seed: int):
 
 
 class MetaNet(NeuralNet):
-    """skorch net whose loss adds the module's own regularisation, if any.
+    """skorch net whose training step adds the module's penalty, if it has one.
 
     A module with a ``meta_backward`` method (MAML's core) computes its
     training step's gradients itself: it can back-propagate task by task,
-    which a single ``loss.backward()`` over the meta-batch cannot.
+    which a single ``loss.backward()`` over the meta-batch cannot. A module
+    with a penalty (LEO's) offers ``forward_with_penalty(**inputs) ->
+    (predictions, penalty)``, which the training step calls instead of
+    ``forward`` and whose penalty it adds to the loss; ``forward`` stays
+    penalty-free, so evaluation and skorch's scoring see predictions only.
     """
 
     def train_step_single(self, batch, **fit_params):
         meta_backward = getattr(self.module_, "meta_backward", None)
-        if meta_backward is None or fit_params:
+        forward_with_penalty = getattr(self.module_, "forward_with_penalty", None)
+        if fit_params or (meta_backward is None and forward_with_penalty is None):
             return super().train_step_single(batch, **fit_params)
         self._set_training(True)
         inputs, targets = unpack_data(batch)
         inputs = to_tensor(inputs, device=self.device)
         targets = to_tensor(targets, device=self.device)
-        loss, predictions = meta_backward(
-            **inputs, query_y=targets, loss_fn=self.criterion_
-        )
+        if meta_backward is not None:
+            loss, predictions = meta_backward(
+                **inputs, query_y=targets, loss_fn=self.criterion_
+            )
+            return {"loss": loss, "y_pred": predictions}
+        predictions, penalty = forward_with_penalty(**inputs)
+        loss = self.get_loss(predictions, targets, X=inputs, training=True) + penalty
+        loss.backward()
         return {"loss": loss, "y_pred": predictions}
-
-    def get_loss(self, y_pred, y_true, X=None, training=False):
-        loss = super().get_loss(y_pred, y_true, X=X, training=training)
-        regularization = getattr(self.module_, "regularization", None)
-        if training and regularization is not None:
-            loss = loss + regularization()
-        return loss
 
 
 class StopOnNonFiniteLoss(Callback):
@@ -376,8 +429,7 @@ class MetaLearnerBase(BaseEstimator):
         ``y`` with ``force_regression``) needs ``groups``.
         """
         # A refit starts over: a task adapted to the previous model is gone.
-        for name in [n for n in vars(self) if n.startswith("_adapted")]:
-            delattr(self, name)
+        vars(self).pop("_adaptation", None)
         if is_task_list(X, y):
             if groups is not None:
                 raise ValueError(
@@ -670,32 +722,78 @@ class MetaLearnerBase(BaseEstimator):
             )
         return np.union1d(current, seen)
 
+    # -- few-shot score ---------------------------------------------------------
+
+    def score(self, X, y, groups=None):
+        """Few-shot score on tasks drawn from ``(X, y)``.
+
+        Draws 100 episodes of ``n_way`` classes (or, with ``groups``, tasks)
+        with ``k_shot`` support and ``n_query`` query examples per class, with
+        a fixed seed so that the candidates of a grid search meet the same
+        episodes; adapts to each support set and judges the query set. The
+        estimator is left unchanged. So ``GridSearchCV`` with
+        ``cv=ClassKFold(...)`` needs no scorer. It warns when the classes
+        scored were seen in meta-training, which inflates the score.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features) or (n_samples, C, H, W)
+            Samples of the classes (tasks) to score on, usually classes not
+            seen in meta-training.
+        y : array-like of shape (n_samples,)
+            Their classes, or regression targets (with ``groups``).
+        groups : array-like of shape (n_samples,), default=None
+            Task ids; needed for regression.
+
+        Returns
+        -------
+        score : float
+            Mean query accuracy, or negative mean squared error.
+        """
+        check_is_fitted(self, "net_")
+        return evaluate_few_shot(
+            self,
+            X,
+            y,
+            n_way=self.n_way,
+            k_shot=self.k_shot,
+            n_query=self.n_query,
+            n_episodes=N_SCORE_EPISODES,
+            groups=groups,
+            random_state=0,
+        ).mean
+
     # -- persistence -------------------------------------------------------------
 
     def __getstate__(self):
         # skorch maps net_ between devices itself; the adaptation state is ours
         # to map, so a model adapted on a GPU loads on a machine without one.
         state = super().__getstate__()
-        return {
-            name: move_to_device(value, "cpu") if name.startswith("_adapted") else value
-            for name, value in state.items()
-        }
+        if state.get("_adaptation") is not None:
+            state["_adaptation"] = move_to_device(state["_adaptation"], "cpu")
+        return state
 
     def __setstate__(self, state):
         super().__setstate__(state)
         net = self.__dict__.get("net_")
-        if net is not None and torch.device(net.device).type != "cpu":
-            for name in [n for n in vars(self) if n.startswith("_adapted")]:
-                setattr(self, name, move_to_device(getattr(self, name), net.device))
+        adaptation = self.__dict__.get("_adaptation")
+        if adaptation is not None and torch.device(net.device).type != "cpu":
+            self._adaptation = move_to_device(adaptation, net.device)
 
     def reset_adaptation(self):
         """Forget the task adapted to by ``partial_fit``; go back to the fitted state.
+
+        ``classes_`` are the training classes again (none when the network
+        was initialised by ``partial_fit`` without ``fit``).
 
         Returns
         -------
         self : object
             The estimator.
         """
-        for name in [n for n in vars(self) if n.startswith("_adapted")]:
-            delattr(self, name)
+        vars(self).pop("_adaptation", None)
+        if hasattr(self, "_fit_classes"):
+            self.classes_ = self._fit_classes
+        else:
+            vars(self).pop("classes_", None)
         return self

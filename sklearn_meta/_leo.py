@@ -4,23 +4,23 @@ from __future__ import annotations
 
 import copy
 import warnings
+from dataclasses import dataclass
 from numbers import Integral, Real
 
 import numpy as np
 import torch
 from sklearn.base import ClassNamePrefixFeaturesOutMixin, TransformerMixin
 from sklearn.utils.extmath import softmax
-from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import check_classification_targets, type_of_target
 from sklearn.utils.validation import check_is_fitted
 from skorch.callbacks import GradientNormClipping
-from torch import nn
 
 from ._base import (
     CHUNK_SIZE,
     SHARED_PARAMETER_CONSTRAINTS,
     MetaLearnerBase,
     atomic,
+    available_after_adaptation,
     binary_decision,
     is_task_list,
 )
@@ -31,15 +31,11 @@ from .nn.backbones import (
     forward_in_float64,
     make_backbone,
 )
-from .nn.leo import LEO
+from .nn.leo import LEO, LEONetwork, LEOState
 from .tasks import TaskCollection
 
 #: Training samples used to estimate a backbone's BatchNorm statistics after fit.
 N_CALIBRATION_SAMPLES = 4096
-
-#: Episodes that ``score`` draws (with a fixed seed, so candidates of a grid
-#: search are judged on the same episodes).
-N_SCORE_EPISODES = 100
 
 #: The internal standardisation scales the features so that, at the
 #: decoder's (Glorot) initialisation, a latent step of size 1 changes the
@@ -59,43 +55,12 @@ LATENT_STEP_GAIN = 4.0
 MAX_GRAD_NORM = 0.1
 
 
-class _LEONetwork(nn.Module):
-    """An optional backbone in front of the LEO core, trained jointly.
+@dataclass
+class _AdaptedTask:
+    """The task ``partial_fit`` adapted to: its classes and LEO's adapted state."""
 
-    Without a backbone the core sees the (standardised) input features; with
-    one, the backbone's embeddings of all the samples of a meta-batch.
-    """
-
-    def __init__(self, leo: LEO, backbone: nn.Module | None = None) -> None:
-        super().__init__()
-        self.leo = leo
-        self.backbone = backbone
-
-    def embed(self, x: torch.Tensor) -> torch.Tensor:
-        """Features ``(n, in_features)`` that the core sees for samples ``x``."""
-        return x if self.backbone is None else self.backbone(x)
-
-    def forward(
-        self, support_x: torch.Tensor, support_y: torch.Tensor, query_x: torch.Tensor
-    ) -> torch.Tensor:
-        if self.backbone is not None:
-            n_tasks, n_support = support_y.shape
-            n_query = query_x.shape[1]
-            # One backbone pass for every sample of the meta-batch.
-            features = self.embed(
-                torch.cat([support_x.flatten(0, 1), query_x.flatten(0, 1)])
-            )
-            support_x = features[: n_tasks * n_support].view(n_tasks, n_support, -1)
-            query_x = features[n_tasks * n_support :].view(n_tasks, n_query, -1)
-        return self.leo(support_x, support_y, query_x)
-
-    def regularization(self) -> torch.Tensor:
-        """The core's weighted penalties of the last training forward."""
-        return self.leo.regularization()
-
-
-def _is_adapted(estimator) -> bool:
-    return hasattr(estimator, "_adapted_state")
+    classes: np.ndarray
+    state: LEOState
 
 
 class LEOTransformer(
@@ -232,10 +197,12 @@ class LEOTransformer(
     backbone the inputs reach it unchanged. Meta-gradients are clipped to
     norm 0.1, as in the paper's code.
 
-    The step sizes and step counts are part of the meta-learned model:
-    ``partial_fit``, ``score`` and the batched evaluation adapt with the
-    values the model was fitted with, so changing them with ``set_params``
-    takes effect at the next ``fit``.
+    ``inner_lr``, ``inner_steps``, ``finetune_lr`` and ``finetune_steps``
+    are live: ``partial_fit``, ``score`` and the batched evaluation adapt
+    with their current values, so ``set_params`` after ``fit`` changes how
+    the next task is adapted (and ``GridSearchCV`` can tune them). With
+    ``learn_inner_lr=True`` the step sizes are learned weights: changing
+    ``inner_lr`` or ``finetune_lr`` after ``fit`` is refused.
 
     ``transform`` gives each sample the latent code of a class whose only
     example is that sample (the encoder and relation network applied to the
@@ -353,7 +320,7 @@ class LEOTransformer(
 
     # -- building --------------------------------------------------------------
 
-    def _build_module(self) -> _LEONetwork:
+    def _build_module(self) -> LEONetwork:
         backbone = None
         in_features = self.n_features_in_
         if self.backbone is not None:
@@ -381,7 +348,7 @@ class LEOTransformer(
             dropout=self.dropout,
             learn_inner_lr=self.learn_inner_lr,
         )
-        return _LEONetwork(leo, backbone)
+        return LEONetwork(leo, backbone)
 
     def _net_params(self) -> dict:
         return {
@@ -466,8 +433,6 @@ class LEOTransformer(
         X, targets, groups, _ = self._validate_fit_data(
             X, y, groups, allow_regression=False
         )
-        for name in [n for n in vars(self) if n.startswith("_adapted")]:
-            delattr(self, name)  # a new model: the adapted task is gone
         self._learn_standardization(X)
         X = self._standardize(X).astype(np.float32)
         self.net_ = self._meta_train(X, targets, groups, False, self._build_module)
@@ -529,23 +494,23 @@ class LEOTransformer(
             # One example per class is what a 1-shot support set is.
             warnings.filterwarnings("ignore", "The number of unique classes")
             check_classification_targets(y)
-        starting = not _is_adapted(self)
+        task = getattr(self, "_adaptation", None)
         task_classes = self._task_classes(
-            y, classes, None if starting else self._adapted_classes
+            y, classes, None if task is None else task.classes
         )
+        core = self._inference_core()
         features = self._features(X)
         labels = torch.as_tensor(
             np.searchsorted(task_classes, y), device=features.device
         )
         with torch.no_grad():
-            state = self._inference_core().adapt(
+            state = core.adapt(
                 features,
                 labels,
                 len(task_classes),
-                state=None if starting else self._adapted_state,
+                state=None if task is None else task.state,
             )
-        self._adapted_state = state
-        self._adapted_classes = task_classes
+        self._adaptation = _AdaptedTask(task_classes, state)
         self.classes_ = task_classes
         return self
 
@@ -564,33 +529,37 @@ class LEOTransformer(
         net.module_.eval()
         self._n_features_out = int(self.latent_dim)
 
-    def reset_adaptation(self):
-        """Forget the adapted task: back to the meta-learned state and training classes.
-
-        Returns
-        -------
-        self : object
-            The estimator.
-        """
-        super().reset_adaptation()
-        if hasattr(self, "_fit_classes"):
-            self.classes_ = self._fit_classes
-        elif hasattr(self, "classes_"):
-            del self.classes_  # partial_fit before fit: no training classes
-        return self
-
     # -- inference -------------------------------------------------------------
 
     def _inference_core(self) -> LEO:
-        """A float64 copy of the meta-learned core, in eval mode.
+        """A float64 copy of the meta-learned core, in eval mode, with live steps.
 
         Inference and adaptation run in float64: in float32 the rounding of a
         sample's output depends on how many samples share its batch, and a
         sample's code or score should not (see
         :func:`~sklearn_meta.nn.backbones.forward_in_float64`). The core is
-        small, so a copy per call costs less than the work done with it.
+        small, so a copy per call costs less than the work done with it. The
+        copy adapts with the current step counts and (unless learned) step
+        sizes, so ``set_params`` after ``fit`` takes effect.
         """
         core = copy.deepcopy(self.net_.module_.leo).double()
+        core.inner_steps = int(self.inner_steps)
+        core.finetune_steps = int(self.finetune_steps)
+        rates = {
+            "inner_lr": (core.initial_inner_lr, core.inner_lr),
+            "finetune_lr": (core.initial_finetune_lr, core.finetune_lr),
+        }
+        for name, (fitted, rate) in rates.items():
+            value = getattr(self, name)
+            if not core.learn_inner_lr:
+                rate.data.fill_(float(value))
+            elif value != fitted:
+                raise ValueError(
+                    f"{name}={value} cannot change the step sizes that fit "
+                    f"learned (learn_inner_lr=True, starting from {name}={fitted}); "
+                    f"set {name} back to {fitted}, or fit again to learn from the "
+                    "new value"
+                )
         return core.eval()
 
     def _features(self, X: np.ndarray) -> torch.Tensor:
@@ -633,7 +602,8 @@ class LEOTransformer(
         X = self._validate_samples(X, reset=False)
         features = self._features(X)
         core = self._inference_core()
-        state = self._adapted_state if _is_adapted(self) else None
+        task = getattr(self, "_adaptation", None)
+        state = None if task is None else task.state
         with torch.no_grad():
             codes = torch.cat(
                 [
@@ -646,13 +616,13 @@ class LEOTransformer(
     def _logits(self, X) -> np.ndarray:
         """float64 logits ``(n_samples, n_classes)``; -inf for a class not seen yet."""
         X = self._validate_samples(X, reset=False)
-        state = self._adapted_state
+        state = self._adaptation.state
         with torch.no_grad():
             logits = self._inference_core().predict_logits(self._features(X), state)
         logits[:, state.class_counts == 0] = float("-inf")
         return logits.cpu().numpy()
 
-    @available_if(_is_adapted)
+    @available_after_adaptation()
     def decision_function(self, X):
         """Confidence scores of the adapted classifier.
 
@@ -671,7 +641,7 @@ class LEOTransformer(
         """
         return binary_decision(self._logits(X))
 
-    @available_if(_is_adapted)
+    @available_after_adaptation()
     def predict_proba(self, X):
         """Class probabilities of the adapted classifier.
 
@@ -687,7 +657,7 @@ class LEOTransformer(
         """
         return softmax(self._logits(X), copy=False)
 
-    @available_if(_is_adapted)
+    @available_after_adaptation()
     def predict(self, X):
         """Classes of the adapted task.
 
@@ -702,42 +672,6 @@ class LEOTransformer(
             Predicted classes, from ``classes_``.
         """
         return self.classes_[np.argmax(self._logits(X), axis=1)]
-
-    def score(self, X, y):
-        """Few-shot accuracy on episodes drawn from ``(X, y)``.
-
-        Draws 100 episodes of ``n_way`` classes with ``k_shot`` support and
-        ``n_query`` query examples per class (fixed seed, so that the
-        candidates of a grid search meet the same episodes), adapts to each
-        support set and returns the mean query accuracy. The estimator is
-        left unchanged. With :class:`~sklearn_meta.model_selection.ClassKFold`,
-        ``GridSearchCV`` over ``inner_lr`` and ``inner_steps`` needs no scorer.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features) or (n_samples, C, H, W)
-            Samples, usually of classes not seen in training.
-        y : array-like of shape (n_samples,)
-            Their classes.
-
-        Returns
-        -------
-        score : float
-            Mean few-shot accuracy.
-        """
-        from .model_selection import evaluate_few_shot
-
-        check_is_fitted(self, "net_")
-        return evaluate_few_shot(
-            self,
-            X,
-            y,
-            n_way=self.n_way,
-            k_shot=self.k_shot,
-            n_query=self.n_query,
-            n_episodes=N_SCORE_EPISODES,
-            random_state=0,
-        ).mean
 
     # -- batched few-shot evaluation (used by model_selection) -----------------
 

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
+from dataclasses import dataclass
 from numbers import Integral, Real
 
 import numpy as np
 import torch
 from sklearn.base import ClassNamePrefixFeaturesOutMixin, TransformerMixin
 from sklearn.utils.extmath import softmax
-from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import check_classification_targets, type_of_target
 from sklearn.utils.validation import check_is_fitted
 
@@ -18,6 +19,7 @@ from ._base import (
     SHARED_PARAMETER_CONSTRAINTS,
     MetaLearnerBase,
     atomic,
+    available_after_adaptation,
 )
 from ._compat import Interval, StrOptions, _fit_context
 from .nn.backbones import (
@@ -32,16 +34,29 @@ from .nn.maml import MAML
 #: Training samples used to estimate the BatchNorm statistics after fit.
 N_CALIBRATION_SAMPLES = 4096
 
-#: Episodes drawn by ``score``.
-N_SCORE_EPISODES = 100
+
+@dataclass
+class _AdaptedTask:
+    """The task ``partial_fit`` adapted to.
+
+    Attributes
+    ----------
+    classes : ndarray or None
+        The task's classes (None in regression).
+    params : dict of str to torch.Tensor
+        The adapted weights, by name.
+    body : torch.nn.Module
+        A copy of the body with the adapted weights and BatchNorm statistics
+        of the support set, for batch-independent ``transform``.
+    """
+
+    classes: np.ndarray | None
+    params: dict
+    body: torch.nn.Module
 
 
-def _adapted(estimator) -> bool:
-    return hasattr(estimator, "_adapted_params")
-
-
-def _adapted_classifier(estimator) -> bool:
-    return _adapted(estimator) and not estimator._regression
+def _is_classifier(estimator) -> bool:
+    return not estimator._regression
 
 
 class MAMLFeatureExtractor(
@@ -285,7 +300,40 @@ class MAMLFeatureExtractor(
         return f"lower meta_lr (now {self.meta_lr}) or inner_lr (now {self.inner_lr})"
 
     def _n_adapt_steps(self) -> int:
-        return self.inner_steps if self.adapt_steps is None else self.adapt_steps
+        steps = self.inner_steps if self.adapt_steps is None else self.adapt_steps
+        if steps == 0 and not self._regression:
+            raise ValueError(
+                "adapt_steps=0 leaves the head as initialised, every class with "
+                "the same score, so a classification task would be decided by "
+                "rounding noise; set adapt_steps >= 1 (zero steps are valid for "
+                "regression only, where they give the meta-learned prediction)"
+            )
+        return steps
+
+    @contextlib.contextmanager
+    def _live_inner_lr(self):
+        """The meta-learned module, taking steps of the current ``inner_lr``.
+
+        Adaptation follows ``set_params`` as ``adapt_steps`` does, except
+        where ``learn_inner_lr=True`` made the step sizes learned weights.
+        """
+        module = self.net_.module_
+        fitted = module.inner_lr
+        if module.learn_inner_lr:
+            if self.inner_lr != fitted:
+                raise ValueError(
+                    f"inner_lr={self.inner_lr} cannot change the step sizes that "
+                    f"fit learned (learn_inner_lr=True, starting from "
+                    f"inner_lr={fitted}); set inner_lr back to {fitted}, or fit "
+                    "again to learn from the new value"
+                )
+            yield module
+            return
+        module.inner_lr = float(self.inner_lr)
+        try:
+            yield module
+        finally:
+            module.inner_lr = fitted
 
     # -- fit -------------------------------------------------------------------
 
@@ -315,8 +363,9 @@ class MAMLFeatureExtractor(
             allow_regression=self.task != "classification",
             force_regression=self.task == "regression",
         )
-        if regression and hasattr(self, "classes_"):
-            del self.classes_
+        if regression:
+            vars(self).pop("classes_", None)
+            vars(self).pop("_fit_classes", None)
         self._build_module(regression)  # refuses bad combinations before training
         self.net_ = self._meta_train(
             X, targets, groups, regression, lambda: self._build_module(regression)
@@ -369,32 +418,39 @@ class MAMLFeatureExtractor(
         if not hasattr(self, "net_"):
             self._initialize_without_meta_training(X, y)
         X, y = self._validate_samples(X, reset=False, y=y, y_numeric=self._regression)
-        starting = not _adapted(self)
-        module = self.net_.module_
+        n_steps = self._n_adapt_steps()
+        task = getattr(self, "_adaptation", None)
         if self._regression:
+            if y.dtype.kind not in "biuf":
+                raise ValueError(
+                    f"this estimator was fitted for regression, but y has "
+                    f"{y.dtype} values; pass numbers, or fit with class labels "
+                    "(task='classification') to classify"
+                )
             targets = torch.as_tensor(y, dtype=torch.float32, device=self._device())
-            n_classes = None
+            task_classes = n_classes = None
         else:
             check_classification_targets(y)
             task_classes = self._task_classes(
-                y, classes, None if starting else self._adapted_classes
+                y, classes, None if task is None else task.classes
             )
             targets = torch.as_tensor(
                 np.searchsorted(task_classes, y), device=self._device()
             )
             n_classes = len(task_classes)
         support_x = self._to_tensor(X)
-        module.train()  # batch statistics per task, as in meta-training
-        try:
-            params = module.adapt(
-                support_x,
-                targets,
-                n_classes=n_classes,
-                n_steps=self._n_adapt_steps(),
-                params=None if starting else self._adapted_params,
-            )
-        finally:
-            module.eval()
+        with self._live_inner_lr() as module:
+            module.train()  # batch statistics per task, as in meta-training
+            try:
+                params = module.adapt(
+                    support_x,
+                    targets,
+                    n_classes=n_classes,
+                    n_steps=n_steps,
+                    params=None if task is None else task.params,
+                )
+            finally:
+                module.eval()
         params = {name: value.detach() for name, value in params.items()}
         if not all(torch.isfinite(value).all() for value in params.values()):
             # NaN weights would answer every later call with NaN; refusing
@@ -407,8 +463,8 @@ class MAMLFeatureExtractor(
             )
             raise ValueError(
                 f"adaptation diverged: the weights became non-finite within "
-                f"{self._n_adapt_steps()} steps; lower adapt_steps, or fit again "
-                f"with a lower inner_lr (now {self.inner_lr}){hint}"
+                f"{n_steps} steps; lower adapt_steps or inner_lr (now "
+                f"{self.inner_lr}){hint}"
             )
         body = copy.deepcopy(module.body)
         body.load_state_dict(
@@ -421,10 +477,8 @@ class MAMLFeatureExtractor(
         )
         calibrate_batch_norm(body, support_x)
         body.eval()
-        self._adapted_params = params
-        self._adapted_body = body
+        self._adaptation = _AdaptedTask(task_classes, params, body)
         if not self._regression:
-            self._adapted_classes = task_classes
             self.classes_ = task_classes
         return self
 
@@ -445,26 +499,12 @@ class MAMLFeatureExtractor(
         net.module_.eval()
         self._n_features_out = net.module_.embedding_dim
 
-    def reset_adaptation(self):
-        """Forget the adapted task: back to the meta-learned initialisation.
-
-        Returns
-        -------
-        self : object
-            The estimator.
-        """
-        super().reset_adaptation()
-        if hasattr(self, "_fit_classes"):
-            self.classes_ = self._fit_classes
-        elif hasattr(self, "classes_") and not hasattr(self, "_adapted_params"):
-            del self.classes_
-        return self
-
     # -- inference -------------------------------------------------------------
 
     def _embed(self, X: np.ndarray) -> torch.Tensor:
         """float64 embeddings by the (adapted) body, independent of the batch."""
-        body = getattr(self, "_adapted_body", self.net_.module_.body)
+        task = getattr(self, "_adaptation", None)
+        body = self.net_.module_.body if task is None else task.body
         device = self._device()
         chunks = [
             forward_in_float64(
@@ -499,8 +539,9 @@ class MAMLFeatureExtractor(
         check_is_fitted(self, "net_")
         X = self._validate_samples(X, reset=False)
         embeddings = self._embed(X)
-        weight = self._adapted_params["head.weight"].double()
-        bias = self._adapted_params["head.bias"].double()
+        params = self._adaptation.params
+        weight = params["head.weight"].double()
+        bias = params["head.bias"].double()
         outputs = embeddings @ weight.T + bias
         return (
             outputs.squeeze(-1).cpu().numpy()
@@ -508,7 +549,7 @@ class MAMLFeatureExtractor(
             else outputs.cpu().numpy()
         )
 
-    @available_if(_adapted)
+    @available_after_adaptation()
     def predict(self, X):
         """Predictions of the adapted network: classes, or regression values.
 
@@ -527,7 +568,7 @@ class MAMLFeatureExtractor(
             return outputs
         return self.classes_[np.argmax(outputs, axis=1)]
 
-    @available_if(_adapted_classifier)
+    @available_after_adaptation(_is_classifier)
     def predict_proba(self, X):
         """Class probabilities of the adapted network.
 
@@ -543,70 +584,38 @@ class MAMLFeatureExtractor(
         """
         return softmax(self._outputs(X), copy=False)
 
-    def score(self, X, y, groups=None):
-        """Few-shot score on tasks drawn from ``(X, y)``.
-
-        Episodes of ``n_way`` classes (or, with ``groups``, tasks) with
-        ``k_shot`` support and ``n_query`` query examples: adapt on each
-        support set, judge on its query set. So ``GridSearchCV`` over
-        ``inner_lr`` and ``inner_steps`` with ``cv=ClassKFold(...)`` needs
-        no scorer.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features) or (n_samples, C, H, W)
-            Samples of the classes (tasks) to score on.
-        y : array-like of shape (n_samples,)
-            Labels, or regression targets (with ``groups``).
-        groups : array-like of shape (n_samples,), default=None
-            Task ids; needed for regression.
-
-        Returns
-        -------
-        score : float
-            Mean query accuracy, or negative mean squared error.
-        """
-        from .model_selection import evaluate_few_shot
-
-        return evaluate_few_shot(
-            self,
-            X,
-            y,
-            n_way=self.n_way,
-            k_shot=self.k_shot,
-            n_query=self.n_query,
-            n_episodes=N_SCORE_EPISODES,
-            groups=groups,
-            random_state=0,
-        ).mean
-
     def _few_shot_scores(self, X, episodes) -> np.ndarray:
         """Score every episode, adapting a meta-batch of them at a time."""
         check_is_fitted(self, "net_")
         X = self._validate_samples(X, reset=False)
-        module = self.net_.module_
         pool = self._to_tensor(X)
         regression = self._regression
+        n_steps = self._n_adapt_steps()
         scores = []
-        module.train()  # per-task batch statistics, as in meta-training
-        try:
-            with torch.no_grad():
-                for start in range(0, len(episodes), self.meta_batch_size):
-                    batch = episodes[start : start + self.meta_batch_size].to(
-                        pool.device
-                    )
-                    inputs = batch.gather(pool)
-                    if regression:
-                        inputs["support_y"] = inputs["support_y"].float()
-                    outputs = module(**inputs, n_steps=self._n_adapt_steps())
-                    scores.append(
-                        episode_scores(outputs, batch.query_target, regression).cpu()
-                    )
-        finally:
-            module.eval()
+        with self._live_inner_lr() as module:
+            module.train()  # per-task batch statistics, as in meta-training
+            try:
+                with torch.no_grad():
+                    for start in range(0, len(episodes), self.meta_batch_size):
+                        batch = episodes[start : start + self.meta_batch_size].to(
+                            pool.device
+                        )
+                        inputs = batch.gather(pool)
+                        if regression:
+                            inputs["support_y"] = inputs["support_y"].float()
+                        outputs = module(**inputs, n_steps=n_steps)
+                        scores.append(
+                            episode_scores(
+                                outputs, batch.query_target, regression
+                            ).cpu()
+                        )
+            finally:
+                module.eval()
         return torch.cat(scores).double().numpy()
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.transformer_tags.preserves_dtype = ["float32"]
+        # fit needs targets: class labels, regression values, or (X, y) tasks.
+        tags.target_tags.required = True
         return tags

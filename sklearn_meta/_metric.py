@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 from numbers import Integral, Real
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from sklearn.base import (
     ClassifierMixin,
     ClassNamePrefixFeaturesOutMixin,
@@ -33,10 +33,39 @@ from .nn.backbones import (
     forward_in_float64,
     make_backbone,
 )
-from .nn.prototypes import PrototypicalNetwork
+from .nn.prototypes import PrototypicalNetwork, finetune
 
 #: Training samples used to estimate the BatchNorm statistics after fit.
 N_CALIBRATION_SAMPLES = 4096
+
+
+@dataclass
+class _AdaptedTask:
+    """The task ``partial_fit`` adapted to: what later calls continue from.
+
+    Attributes
+    ----------
+    classes : ndarray
+        The task's classes.
+    classes_given : bool
+        Whether the first call fixed them with ``classes=...`` (later calls
+        may add classes only when it did not).
+    module : PrototypicalNetwork
+        The network that embeds for this task (fine-tuned, or the fitted one).
+    sums, counts : ndarray
+        Per-class sums of the support embeddings and support counts, so that
+        the prototypes are running means.
+    support_x, support_y : ndarray or None
+        All support samples so far, kept only when fine-tuning needs them.
+    """
+
+    classes: np.ndarray
+    classes_given: bool
+    module: torch.nn.Module
+    sums: np.ndarray
+    counts: np.ndarray
+    support_x: np.ndarray | None = None
+    support_y: np.ndarray | None = None
 
 
 class MetaMetricClassifier(
@@ -316,51 +345,39 @@ class MetaMetricClassifier(
             self._initialize_without_meta_training(X, y)
         X, y = self._validate_samples(X, reset=False, y=y)
         check_classification_targets(y)
-        starting = not hasattr(self, "_adapted_classes")
+        task = getattr(self, "_adaptation", None)
         task_classes = self._task_classes(
             y,
             classes,
-            None if starting else self._adapted_classes,
-            allow_new=not starting and not self._adapted_classes_given,
+            None if task is None else task.classes,
+            allow_new=task is not None and not task.classes_given,
         )
-        module = self._adapted_module if not starting else self.net_.module_
-        state = (
-            {}
-            if starting
-            else {
-                "sums": self._adapted_sums,
-                "counts": self._adapted_counts,
-            }
-        )
+        module = self.net_.module_ if task is None else task.module
         index = np.searchsorted(task_classes, y)
+        support_x = support_y = None
         if self.finetune_steps > 0:
-            support_x = X if starting else np.concatenate([self._adapted_support_x, X])
-            support_index = (
-                index
-                if starting
-                else np.concatenate(
-                    [np.searchsorted(task_classes, self._adapted_support_y), index]
-                )
-            )
+            support_x = X if task is None else np.concatenate([task.support_x, X])
+            support_y = y if task is None else np.concatenate([task.support_y, y])
+            support_index = np.searchsorted(task_classes, support_y)
             module = self._finetune(module, support_x, support_index, len(task_classes))
             sums, counts = self._class_sums(
                 module, support_x, support_index, len(task_classes)
             )
-            self._adapted_support_x = support_x
-            self._adapted_support_y = task_classes[support_index]
         else:
             sums, counts = self._class_sums(module, X, index, len(task_classes))
-            if state:
-                previous = np.searchsorted(task_classes, self._adapted_classes)
-                sums[previous] += state["sums"]
-                counts[previous] += state["counts"]
-        self._adapted_module = module
-        self._adapted_classes = task_classes
-        self._adapted_classes_given = (
-            classes is not None if starting else self._adapted_classes_given
+            if task is not None:
+                previous = np.searchsorted(task_classes, task.classes)
+                sums[previous] += task.sums
+                counts[previous] += task.counts
+        self._adaptation = _AdaptedTask(
+            classes=task_classes,
+            classes_given=classes is not None if task is None else task.classes_given,
+            module=module,
+            sums=sums,
+            counts=counts,
+            support_x=support_x,
+            support_y=support_y,
         )
-        self._adapted_sums = sums
-        self._adapted_counts = counts
         self.classes_ = task_classes
         with np.errstate(invalid="ignore", divide="ignore"):
             self.prototypes_ = sums / counts[:, None]
@@ -387,19 +404,23 @@ class MetaMetricClassifier(
 
     def _finetune(self, module, X, index, n_classes):
         """A copy of ``module`` trained ``finetune_steps`` on the support set."""
-        module = copy.deepcopy(module)
-        module.eval()
-        optimizer = torch.optim.Adam(module.parameters(), lr=self.finetune_lr)
-        support_x = self._to_tensor(X)
-        labels = torch.as_tensor(index, device=support_x.device)
-        for _ in range(self.finetune_steps):
-            optimizer.zero_grad()
-            embeddings = module.embed(support_x)
-            prototypes = module.class_prototypes(embeddings, labels, n_classes)
-            F.cross_entropy(module.logits(embeddings, prototypes), labels).backward()
-            optimizer.step()
-        module.eval()
-        return module
+        tuned = finetune(
+            module,
+            self._to_tensor(X),
+            torch.as_tensor(index, device=self._device()),
+            n_classes,
+            n_steps=self.finetune_steps,
+            lr=self.finetune_lr,
+        )
+        if not all(torch.isfinite(p).all() for p in tuned.parameters()):
+            # NaN weights would give NaN prototypes and every answer class 0;
+            # refusing keeps the task being adapted, as MAML's adaptation does.
+            raise ValueError(
+                f"fine-tuning diverged: the weights became non-finite within "
+                f"finetune_steps={self.finetune_steps} steps; lower finetune_lr "
+                f"(now {self.finetune_lr}) or finetune_steps"
+            )
+        return tuned
 
     def reset_adaptation(self):
         """Forget the adapted task: predict the training classes again.
@@ -410,15 +431,21 @@ class MetaMetricClassifier(
             The estimator.
         """
         super().reset_adaptation()
-        if hasattr(self, "_fit_classes"):
-            self.classes_ = self._fit_classes
+        if hasattr(self, "_fit_prototypes"):
             self.prototypes_ = self._fit_prototypes
+        else:
+            vars(self).pop("prototypes_", None)
         return self
+
+    # The few-shot score of the shared base, not ClassifierMixin's accuracy:
+    # after fit on some classes, a task's classes are new ones.
+    score = MetaLearnerBase.score
 
     # -- inference -------------------------------------------------------------
 
     def _current_module(self):
-        return getattr(self, "_adapted_module", self.net_.module_)
+        task = getattr(self, "_adaptation", None)
+        return self.net_.module_ if task is None else task.module
 
     def _embed(self, module, X: np.ndarray, exact: bool = True) -> torch.Tensor:
         """Eval-mode embeddings of ``X``, computed in chunks.

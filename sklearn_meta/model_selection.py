@@ -12,6 +12,7 @@ otherwise adapts it episode by episode with ``reset_adaptation``,
 from __future__ import annotations
 
 import copy
+import warnings
 from dataclasses import dataclass
 from numbers import Integral
 
@@ -211,6 +212,8 @@ def evaluate_few_shot(
     y, groups, regression, episodes = _draw_episodes(
         X, y, groups, n_way, k_shot, n_query, n_episodes, random_state
     )
+    if not regression and groups is None:
+        _warn_if_classes_were_seen(learner, y)
     for transformer in transformers:
         X = transformer.transform(X)
     batched = getattr(learner, "_few_shot_scores", None)
@@ -218,6 +221,32 @@ def evaluate_few_shot(
     if scores is None:
         scores = _scores_episode_by_episode(learner, X, y, episodes, regression)
     return _result(scores)
+
+
+def _warn_if_classes_were_seen(learner, y) -> None:
+    """Warn when the classes scored were among those the learner meta-trained on.
+
+    Few-shot scores measure adaptation to new classes; on training classes
+    they are inflated. It happens silently with the default ``cv`` of
+    ``GridSearchCV`` and ``cross_val_score``, whose folds share classes, so
+    the evaluation every score and scorer goes through says so.
+    ``_fit_classes`` is the meta-training classes an estimator keeps for
+    ``reset_adaptation`` (absent when it never meta-trained).
+    """
+    seen = getattr(learner, "_fit_classes", None)
+    if seen is None:
+        return
+    scored = np.unique(y)
+    shared = scored[np.isin(scored, seen)]
+    if len(shared):
+        warnings.warn(
+            f"{len(shared)} of the {len(scored)} classes scored were seen in "
+            f"meta-training (e.g. {shared[:5].tolist()}), which inflates a few-shot "
+            "score; score on new classes: split with cv=ClassKFold(n_splits) in "
+            "GridSearchCV and cross_val_score",
+            UserWarning,
+            stacklevel=3,
+        )
 
 
 def _result(scores) -> FewShotResult:

@@ -128,19 +128,19 @@ def test_later_partial_fit_continues_from_the_adapted_state(fitted, blobs):
     """Two calls on the same data take the latent steps of one call with twice as many."""
     X, y = blobs
     leo = copy_of(fitted)
-    leo.net_.module_.leo.finetune_steps = 0
+    leo.set_params(finetune_steps=0)
     support = support_of(y, range(30, 35), per_class=2)
     leo.partial_fit(X[support], y[support]).partial_fit(X[support], y[support])
     core = leo._inference_core()
     features = leo._features(X[support].astype(np.float32))
     labels = torch.as_tensor(y[support] - 30)
     reference = core.adapt(features, labels, 5, inner_steps=2 * core.inner_steps)
-    state = leo._adapted_state
+    state = leo._adaptation.state
     assert_allclose(state.latent_codes, reference.latent_codes, rtol=1e-10)
     assert_array_equal(state.class_counts, 2 * reference.class_counts)
     # A third call changes the state again: it keeps adapting.
     leo.partial_fit(X[support], y[support])
-    assert not np.allclose(leo._adapted_state.latent_codes, state.latent_codes)
+    assert not np.allclose(leo._adaptation.state.latent_codes, state.latent_codes)
 
 
 def test_binary_decision_function_is_one_column(fitted, blobs):

@@ -223,7 +223,7 @@ def test_diverged_adaptation_is_refused_and_keeps_the_task():
     reg.set_params(adapt_steps=50)
     with pytest.raises(ValueError, match="diverged.*adapt_steps.*inner_lr"):
         reg.partial_fit(X[:10], y[:10])
-    assert not hasattr(reg, "_adapted_params")
+    assert not hasattr(reg, "predict")
     reg.set_params(adapt_steps=1).partial_fit(X[:10], y[:10])
     before = reg.predict(X[:20])
     assert np.isfinite(before).all()

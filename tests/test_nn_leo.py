@@ -104,9 +104,13 @@ def reference_meta_loss(model, support_x, support_y, query_x, query_y, noise):
 
 
 def batched_meta_loss(model, support_x, support_y, query_x, query_y):
-    logits = model(support_x, support_y, query_x)
+    """Query loss, plus the penalty in training mode (as the training step adds it)."""
+    if model.training:
+        logits, penalty = model.forward_with_penalty(support_x, support_y, query_x)
+    else:
+        logits, penalty = model(support_x, support_y, query_x), 0.0
     loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), query_y.reshape(-1))
-    return loss + model.regularization()
+    return loss + penalty
 
 
 def meta_gradient(model, loss):
@@ -126,7 +130,9 @@ def test_forward_shapes(n_tasks, n_way, k_shot, n_query):
     )
     logits = model(support_x, support_y, query_x)
     assert logits.shape == (n_tasks, n_way * n_query, n_way)
-    assert model.regularization().shape == ()
+    logits, penalty = model.forward_with_penalty(support_x, support_y, query_x)
+    assert logits.shape == (n_tasks, n_way * n_query, n_way)
+    assert penalty.shape == ()
 
 
 def test_n_classes_from_labels_with_shuffled_and_missing_classes():
@@ -267,24 +273,28 @@ def test_works_under_no_grad():
     )
 
 
-def test_regularization_finite_in_training_and_zero_in_eval():
-    """The penalties are finite and positive after a training forward, zero in eval."""
+def test_penalty_is_returned_with_the_logits_and_not_kept():
+    """forward_with_penalty gives forward's logits and the weighted terms; nothing is kept."""
     torch.manual_seed(0)
-    model = LEO(16, 8)
+    model = LEO(16, 8, kl_weight=0.5, encoder_penalty_weight=2.0)
     tasks = make_tasks(torch.Generator().manual_seed(6), 2)
-    assert model.regularization().item() == 0.0
-    model(*tasks[:3])
-    penalties = model.penalties()
-    assert set(penalties) == {"kl", "encoder", "orthogonality"}
-    for value in penalties.values():
+    with torch.random.fork_rng():
+        logits, penalty = model.forward_with_penalty(*tasks[:3])
+    with torch.random.fork_rng():
+        terms = model.penalty_terms(*tasks[:3])
+    with torch.random.fork_rng():
+        torch.testing.assert_close(model(*tasks[:3]), logits)
+    assert set(terms) == {"kl", "encoder", "orthogonality"}
+    for value in terms.values():
         assert value.shape == () and torch.isfinite(value) and value > 0
-    regularization = model.regularization()
-    assert torch.isfinite(regularization) and regularization.requires_grad
-    model.eval()
-    assert model.regularization().item() == 0.0 and model.penalties() == {}
-    model(*tasks[:3])
-    model.train()
-    torch.testing.assert_close(model.regularization(), regularization)
+    expected = (
+        0.5 * terms["kl"] + 2.0 * terms["encoder"] + 0.001 * terms["orthogonality"]
+    )
+    torch.testing.assert_close(penalty, expected)
+    assert penalty.requires_grad
+    # No graph-holding tensor stays on the module: a deep copy (sklearn's clone
+    # of a fitted net) works right after a training pass.
+    copy.deepcopy(model)
 
 
 def test_training_forward_is_random_and_seeded():
@@ -367,9 +377,8 @@ def test_meta_training_beats_chance_on_toy_tasks():
     generator = torch.Generator().manual_seed(1)
     for _ in range(100):
         support_x, support_y, query_x, query_y = make_tasks(generator, 8)
-        logits = model(support_x, support_y, query_x)
-        loss = F.cross_entropy(logits.reshape(-1, 5), query_y.reshape(-1))
-        loss = loss + model.regularization()
+        logits, penalty = model.forward_with_penalty(support_x, support_y, query_x)
+        loss = F.cross_entropy(logits.reshape(-1, 5), query_y.reshape(-1)) + penalty
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

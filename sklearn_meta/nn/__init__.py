@@ -11,12 +11,13 @@ from .backbones import (
     make_backbone,
     set_elementary_batch_norm,
 )
-from .leo import LEO, LEOState
+from .leo import LEO, LEONetwork, LEOState
 from .maml import MAML
 from .prototypes import PrototypicalNetwork
 
 __all__ = [
     "LEO",
+    "LEONetwork",
     "MLP",
     "Conv4",
     "LEOState",

@@ -82,7 +82,8 @@ class LEO(nn.Module):
     finetune_steps : int, default=5
         Fine-tuning steps on the decoded classifier weights.
     kl_weight : float, default=0.001
-        Weight of KL(q(z | support) || N(0, I)) in :meth:`regularization`.
+        Weight of KL(q(z | support) || N(0, I)) in the penalty of
+        :meth:`forward_with_penalty`.
     encoder_penalty_weight : float, default=1e-9
         Weight of the encoder penalty, the mean squared distance between the
         encoder's codes and the adapted codes (held constant), which pulls the
@@ -166,6 +167,10 @@ class LEO(nn.Module):
     >>> support_y = torch.tensor([[0, 0, 1, 1, 2, 2], [2, 1, 0, 2, 1, 0]])
     >>> model(support_x, support_y, torch.randn(2, 5, 8)).shape
     torch.Size([2, 5, 3])
+    >>> logits, penalty = model.forward_with_penalty(
+    ...     support_x, support_y, torch.randn(2, 5, 8))
+    >>> penalty.shape
+    torch.Size([])
     >>> state = model.adapt(support_x[0], support_y[0], n_classes=3)
     >>> model.predict_logits(torch.randn(4, 8), state).shape
     torch.Size([4, 3])
@@ -233,7 +238,9 @@ class LEO(nn.Module):
         else:
             self.register_buffer("inner_lr", inner)
             self.register_buffer("finetune_lr", finetune)
-        self._penalties: dict[str, torch.Tensor] = {}
+        # The values the step sizes start from, which learning then moves.
+        self.initial_inner_lr = float(inner_lr)
+        self.initial_finetune_lr = float(finetune_lr)
 
     # ------------------------------------------------------------------ #
     # The meta-training entry point
@@ -263,12 +270,59 @@ class LEO(nn.Module):
 
         Notes
         -----
-        In training mode codes and weights are sampled and dropout is on; the
-        penalties of this call are kept for :meth:`regularization`. In eval
-        mode the Gaussians' means are used and nothing is kept. When gradients
-        are enabled the inner loops are differentiated exactly (second
-        order); under ``torch.no_grad()`` they still run, without a graph.
+        In training mode codes and weights are sampled and dropout is on; in
+        eval mode the Gaussians' means are used. When gradients are enabled
+        the inner loops are differentiated exactly (second order); under
+        ``torch.no_grad()`` they still run, without a graph. Meta-training
+        calls :meth:`forward_with_penalty` instead, which adds LEO's
+        penalties.
         """
+        return self._forward(support_x, support_y, query_x, with_penalty=False)[0]
+
+    def forward_with_penalty(
+        self,
+        support_x: torch.Tensor,
+        support_y: torch.Tensor,
+        query_x: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`forward` and the weighted penalties of that same pass.
+
+        The training step adds the penalty to the query loss, so it carries
+        the graph of this call; nothing is kept on the module.
+
+        Returns
+        -------
+        logits : torch.Tensor of shape (B, Q, n_classes)
+            As :meth:`forward`.
+        penalty : torch.Tensor of shape ()
+            ``kl_weight * KL + encoder_penalty_weight * encoder penalty +
+            orthogonality_weight * orthogonality penalty``, each averaged over
+            the meta-batch (:meth:`penalty_terms` has them unweighted).
+        """
+        logits, terms = self._forward(support_x, support_y, query_x, with_penalty=True)
+        penalty = (
+            self.kl_weight * terms["kl"]
+            + self.encoder_penalty_weight * terms["encoder"]
+            + self.orthogonality_weight * terms["orthogonality"]
+        )
+        return logits, penalty
+
+    def penalty_terms(
+        self,
+        support_x: torch.Tensor,
+        support_y: torch.Tensor,
+        query_x: torch.Tensor,
+    ) -> dict[str, torch.Tensor]:
+        """The unweighted penalties of a pass: ``"kl"``, ``"encoder"``, ``"orthogonality"``."""
+        return self._forward(support_x, support_y, query_x, with_penalty=True)[1]
+
+    def _forward(
+        self,
+        support_x: torch.Tensor,
+        support_y: torch.Tensor,
+        query_x: torch.Tensor,
+        with_penalty: bool,
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         if support_x.dim() != 3 or query_x.dim() != 3 or support_y.dim() != 2:
             raise ValueError(
                 f"expected support_x (B, S, D), support_y (B, S) and query_x "
@@ -296,50 +350,15 @@ class LEO(nn.Module):
             create_graph=create_graph,
         )
         logits = self._logits(query_x, class_weights, stochastic)
-        if self.training:
-            self._penalties = {
-                "kl": _kl_to_standard_normal(latent_mean, latent_logvar).mean(),
-                # The adapted codes are a target here, as in the paper: the
-                # penalty moves the encoder, not the inner loop.
-                "encoder": (latent_codes.detach() - initial_codes).square().mean(),
-                "orthogonality": self.orthogonality_penalty(),
-            }
-        return logits
-
-    def regularization(self) -> torch.Tensor:
-        """Weighted penalties of the last training-mode :meth:`forward`.
-
-        Returns
-        -------
-        penalty : torch.Tensor of shape ()
-            ``kl_weight * KL + encoder_penalty_weight * encoder penalty +
-            orthogonality_weight * orthogonality penalty``, each averaged over
-            the meta-batch; zero in eval mode or before any training forward.
-            It carries the graph of that forward, so adding it to the query
-            loss before ``backward()`` trains against it.
-        """
-        penalties = self.penalties()
-        if not penalties:
-            reference = self.decoder.weight
-            return torch.zeros((), dtype=reference.dtype, device=reference.device)
-        return (
-            self.kl_weight * penalties["kl"]
-            + self.encoder_penalty_weight * penalties["encoder"]
-            + self.orthogonality_weight * penalties["orthogonality"]
-        )
-
-    def penalties(self) -> dict[str, torch.Tensor]:
-        """Unweighted penalties of the last training-mode :meth:`forward`.
-
-        Returns
-        -------
-        penalties : dict of str to torch.Tensor
-            ``"kl"``, ``"encoder"`` and ``"orthogonality"``, 0-dim tensors;
-            empty in eval mode or before any training forward.
-        """
-        if not self.training:
-            return {}
-        return dict(self._penalties)
+        if not with_penalty:
+            return logits, {}
+        return logits, {
+            "kl": _kl_to_standard_normal(latent_mean, latent_logvar).mean(),
+            # The adapted codes are a target here, as in the paper: the
+            # penalty moves the encoder, not the inner loop.
+            "encoder": (latent_codes.detach() - initial_codes).square().mean(),
+            "orthogonality": self.orthogonality_penalty(),
+        }
 
     def orthogonality_penalty(self) -> torch.Tensor:
         """Mean squared difference between the decoder's correlation matrix and I.
@@ -639,15 +658,70 @@ class LEO(nn.Module):
             codes, weights = codes.detach(), weights.detach()
         return codes, weights
 
-    def __getstate__(self) -> dict:
-        # The kept penalties carry an autograd graph: deepcopy (and so
-        # sklearn's clone of a fitted net) refuses non-leaf tensors, and they
-        # are only meaningful right after a forward anyway.
-        state = self.__dict__.copy()
-        state["_penalties"] = {}
-        return state
-
 
 def _kl_to_standard_normal(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     """Elementwise KL(N(mean, exp(logvar)) || N(0, 1))."""
     return 0.5 * (mean.square() + logvar.exp() - logvar - 1.0)
+
+
+class LEONetwork(nn.Module):
+    """An optional backbone in front of the LEO core, trained jointly.
+
+    Without a backbone the core sees the input features; with one, the
+    backbone's embeddings of all the samples of a meta-batch, computed in
+    one pass.
+
+    Parameters
+    ----------
+    leo : LEO
+        The core.
+    backbone : torch.nn.Module or None, default=None
+        Maps samples ``(n, *sample_shape)`` to features ``(n, leo.in_features)``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from sklearn_meta.nn.leo import LEO, LEONetwork
+    >>> network = LEONetwork(LEO(in_features=3, latent_dim=2), torch.nn.Linear(5, 3))
+    >>> support_y = torch.tensor([[0, 1]])
+    >>> network(torch.randn(1, 2, 5), support_y, torch.randn(1, 4, 5)).shape
+    torch.Size([1, 4, 2])
+    """
+
+    def __init__(self, leo: LEO, backbone: nn.Module | None = None) -> None:
+        super().__init__()
+        self.leo = leo
+        self.backbone = backbone
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Features ``(n, in_features)`` that the core sees for samples ``x``."""
+        return x if self.backbone is None else self.backbone(x)
+
+    def _features(
+        self, support_x: torch.Tensor, query_x: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.backbone is None:
+            return support_x, query_x
+        n_tasks, n_support = support_x.shape[:2]
+        n_query = query_x.shape[1]
+        features = self.embed(
+            torch.cat([support_x.flatten(0, 1), query_x.flatten(0, 1)])
+        )
+        return (
+            features[: n_tasks * n_support].view(n_tasks, n_support, -1),
+            features[n_tasks * n_support :].view(n_tasks, n_query, -1),
+        )
+
+    def forward(
+        self, support_x: torch.Tensor, support_y: torch.Tensor, query_x: torch.Tensor
+    ) -> torch.Tensor:
+        """Query logits ``(B, Q, n_classes)``, as :meth:`LEO.forward`."""
+        support_x, query_x = self._features(support_x, query_x)
+        return self.leo(support_x, support_y, query_x)
+
+    def forward_with_penalty(
+        self, support_x: torch.Tensor, support_y: torch.Tensor, query_x: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Query logits and the core's penalty, as :meth:`LEO.forward_with_penalty`."""
+        support_x, query_x = self._features(support_x, query_x)
+        return self.leo.forward_with_penalty(support_x, support_y, query_x)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import torch
@@ -121,3 +122,62 @@ class PrototypicalNetwork(nn.Module):
         return self.logits(
             queries, self.class_prototypes(support, support_y, n_classes)
         )
+
+
+def finetune(
+    network: PrototypicalNetwork,
+    support_x: torch.Tensor,
+    support_y: torch.Tensor,
+    n_classes: int,
+    *,
+    n_steps: int,
+    lr: float,
+) -> PrototypicalNetwork:
+    """A copy of ``network`` fine-tuned on one task's support set.
+
+    Each of ``n_steps`` Adam steps at ``lr`` minimises the prototypical loss
+    of the support set against its own prototypes. BatchNorm layers stay in
+    eval mode: a support set of a few samples would give poor batch
+    statistics. ``network`` itself is left untouched.
+
+    Parameters
+    ----------
+    network : PrototypicalNetwork
+        The meta-learned network.
+    support_x : torch.Tensor of shape (S, *sample_shape)
+        Support samples.
+    support_y : torch.Tensor of shape (S,)
+        Their labels in ``0 .. n_classes - 1``.
+    n_classes : int
+        Number of classes of the task.
+    n_steps : int
+        Adam steps.
+    lr : float
+        Adam's learning rate.
+
+    Returns
+    -------
+    network : PrototypicalNetwork
+        The fine-tuned copy, in eval mode. Its weights may be non-finite when
+        ``lr`` is too large; the caller decides what to do with that.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from sklearn_meta.nn.prototypes import PrototypicalNetwork, finetune
+    >>> network = PrototypicalNetwork(torch.nn.Linear(4, 3), embedding_dim=3)
+    >>> tuned = finetune(network, torch.randn(6, 4), torch.tensor([0, 1] * 3), 2,
+    ...                  n_steps=2, lr=0.01)
+    >>> tuned is network
+    False
+    """
+    network = copy.deepcopy(network)
+    network.eval()
+    optimizer = torch.optim.Adam(network.parameters(), lr=lr)
+    for _ in range(n_steps):
+        optimizer.zero_grad()
+        embeddings = network.embed(support_x)
+        prototypes = network.class_prototypes(embeddings, support_y, n_classes)
+        F.cross_entropy(network.logits(embeddings, prototypes), support_y).backward()
+        optimizer.step()
+    return network

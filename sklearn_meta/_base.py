@@ -207,7 +207,10 @@ def is_task_list(X, y) -> bool:
     if y is not None or not isinstance(X, list | tuple) or not X:
         return False
     first = X[0]
-    return isinstance(first, list | tuple) and len(first) == 2
+    # A task's X is a 2-D array-like; a row of two numbers is a sample.
+    return (
+        isinstance(first, list | tuple) and len(first) == 2 and np.ndim(first[0]) >= 1
+    )
 
 
 class EpisodeDataset(torch.utils.data.Dataset):
@@ -281,7 +284,13 @@ def augment_samples(augment: Callable, x: torch.Tensor, sample_shape) -> torch.T
     """``augment`` applied to samples ``(..., n_features)`` seen as ``(n, *sample_shape)``."""
     samples = x.reshape(-1, *sample_shape)
     augmented = augment(samples)
-    if not isinstance(augmented, torch.Tensor) or augmented.shape != samples.shape:
+    if not isinstance(augmented, torch.Tensor):
+        raise ValueError(
+            f"augment must return a torch.Tensor, got {type(augmented).__name__}; "
+            "it receives a tensor: use torch operations, or convert the result "
+            "with torch.as_tensor"
+        )
+    if augmented.shape != samples.shape:
         shape = getattr(augmented, "shape", type(augmented).__name__)
         raise ValueError(
             f"augment must return a tensor shaped like its input {tuple(samples.shape)}, "
@@ -359,6 +368,50 @@ def _score_cached_episodes(regression: bool):
     return scorer
 
 
+def check_labels(y) -> None:
+    """Refuse class labels that mix types or hold None, before numpy does."""
+    y = np.asarray(y)
+    if y.dtype != object:
+        return
+    values = y.ravel().tolist()
+    if any(value is None for value in values):
+        raise ValueError(
+            "y holds None labels; give every sample a class (drop the unlabelled "
+            "samples, or label them)"
+        )
+    kinds = {isinstance(value, str) for value in values}
+    if len(kinds) > 1:
+        raise ValueError(
+            "y mixes string and number labels; use one type for all classes, "
+            "e.g. y.astype(str)"
+        )
+
+
+def check_float32_range(X: np.ndarray) -> None:
+    """Refuse values that become infinite in the networks' float32."""
+    if X.dtype != np.float64 or not X.size:
+        return
+    largest = max(float(X.max()), -float(X.min()))
+    if largest > np.finfo(np.float32).max:
+        raise ValueError(
+            f"X has values up to {largest:.3g} in magnitude, beyond float32's range "
+            f"({np.finfo(np.float32).max:.3g}), where the network computes: they "
+            "would give infinite outputs; scale X (e.g. StandardScaler in a "
+            "Pipeline)"
+        )
+
+
+def _check_channels_first(shape: tuple, where: str) -> None:
+    """Refuse (H, W, C) images: the networks read (C, H, W)."""
+    if len(shape) == 3 and shape[-1] in (1, 3, 4) and shape[0] not in (1, 3, 4):
+        raise ValueError(
+            f"{where} looks channels-last (height, width, channels) = {shape}; "
+            "images must be channels-first (channels, height, width): pass "
+            "np.moveaxis(X, -1, 1)"
+            + (" and input_shape=(C, H, W)" if where == "input_shape" else "")
+        )
+
+
 class MetaLearnerBase(BaseEstimator):
     """Shared machinery of the meta-learning estimators (not public).
 
@@ -375,6 +428,8 @@ class MetaLearnerBase(BaseEstimator):
         ``input_shape_``; otherwise it checks ``X`` against them.
         """
         image_shape = None
+        if isinstance(X, list | tuple) and np.ndim(X[0] if len(X) else 0) > 1:
+            X = np.asarray(X)  # a list of images
         if getattr(X, "ndim", None) is not None and X.ndim > 2:
             array = np.asarray(X)
             if array.ndim != 4:
@@ -383,8 +438,11 @@ class MetaLearnerBase(BaseEstimator):
                     f"(n_samples, channels, height, width); got shape {array.shape}"
                 )
             image_shape = tuple(array.shape[1:])
+            _check_channels_first(image_shape, "X")
             X = array.reshape(array.shape[0], -1)
         check = {"dtype": [np.float32, np.float64], "ensure_min_samples": 1}
+        if y is not None and not y_numeric:
+            check_labels(y)
         if y is None:
             X = validate_data(self, X, reset=reset, **check)
         else:
@@ -396,6 +454,7 @@ class MetaLearnerBase(BaseEstimator):
                 f"X has images of shape {image_shape}, but this estimator was "
                 f"fitted on images of shape {self.input_shape_}"
             )
+        check_float32_range(X)
         X = X.astype(np.float32, copy=False)
         return X if y is None else (X, y)
 
@@ -412,6 +471,7 @@ class MetaLearnerBase(BaseEstimator):
                 f"input_shape must be a tuple of positive ints such as (1, 28, 28), "
                 f"got {self.input_shape!r}"
             )
+        _check_channels_first(shape, "input_shape")
         if int(np.prod(shape)) != n_features:
             raise ValueError(
                 f"input_shape={shape} holds {int(np.prod(shape))} values but X has "
@@ -443,7 +503,10 @@ class MetaLearnerBase(BaseEstimator):
                 "is None: pass fit(X, y), fit(X, y, groups=task_ids) or "
                 "fit(list_of_(X, y)_tasks)"
             )
+        self._check_network_parameters()
         regression = bool(force_regression)
+        if not regression:
+            check_labels(y)
         if allow_regression and not regression:
             target_type = type_of_target(y, input_name="y", raise_unknown=True)
             regression = target_type in ("continuous", "continuous-multioutput")
@@ -467,6 +530,44 @@ class MetaLearnerBase(BaseEstimator):
                     f"samples, groups has shape {groups.shape}"
                 )
         return X, targets, groups, regression
+
+    def _check_network_parameters(self) -> None:
+        """Check what ``_parameter_constraints`` cannot: layer sizes, callbacks."""
+        sizes = self.hidden_layer_sizes
+        if isinstance(sizes, numbers.Integral):
+            sizes = (sizes,)
+        if not all(
+            isinstance(size, numbers.Integral) and not isinstance(size, bool)
+            for size in sizes
+        ) or any(size < 1 for size in sizes):
+            raise ValueError(
+                "hidden_layer_sizes must be positive ints, one per hidden layer, "
+                f"such as (128, 128); got {self.hidden_layer_sizes!r}"
+            )
+        for callback in self.callbacks or []:
+            named = (
+                isinstance(callback, tuple)
+                and len(callback) == 2
+                and isinstance(callback[0], str)
+            )
+            instance = callback[1] if named else callback
+            if not isinstance(instance, Callback):
+                raise ValueError(
+                    "callbacks must be skorch callbacks, such as "
+                    "skorch.callbacks.EarlyStopping(), or (name, callback) pairs; "
+                    f"got {callback!r}"
+                )
+            monitor = getattr(instance, "monitor", None)
+            if (
+                self.validation_fraction == 0
+                and isinstance(monitor, str)
+                and monitor.startswith("valid")
+            ):
+                raise ValueError(
+                    f"{type(instance).__name__} monitors {monitor!r}, which exists "
+                    "only with meta-validation: set validation_fraction (e.g. 0.2, "
+                    "classes held out for validation), or monitor='train_loss'"
+                )
 
     # -- device and seeds ------------------------------------------------------
 
@@ -646,6 +747,7 @@ class MetaLearnerBase(BaseEstimator):
 
     def _untrained_net(self, build_module: Callable, regression: bool = False):
         """An initialised but not meta-trained net, for partial_fit before fit."""
+        self._check_network_parameters()
         device = resolve_device(self.device)
         with seeded_rng(device, self._seed()):
             return MetaNet(

@@ -404,22 +404,29 @@ class MetaMetricClassifier(
 
     def _finetune(self, module, X, index, n_classes):
         """A copy of ``module`` trained ``finetune_steps`` on the support set."""
-        tuned = finetune(
-            module,
-            self._to_tensor(X),
-            torch.as_tensor(index, device=self._device()),
-            n_classes,
-            n_steps=self.finetune_steps,
-            lr=self.finetune_lr,
+        diverged = ValueError(
+            f"fine-tuning diverged: the weights became non-finite within "
+            f"finetune_steps={self.finetune_steps} steps; lower finetune_lr "
+            f"(now {self.finetune_lr}) or finetune_steps"
         )
+        try:
+            tuned = finetune(
+                module,
+                self._to_tensor(X),
+                torch.as_tensor(index, device=self._device()),
+                n_classes,
+                n_steps=self.finetune_steps,
+                lr=self.finetune_lr,
+            )
+        except RuntimeError as error:
+            # Adam refuses a step that overflows float32: the same divergence.
+            if "overflow" not in str(error):
+                raise
+            raise diverged from None
         if not all(torch.isfinite(p).all() for p in tuned.parameters()):
             # NaN weights would give NaN prototypes and every answer class 0;
             # refusing keeps the task being adapted, as MAML's adaptation does.
-            raise ValueError(
-                f"fine-tuning diverged: the weights became non-finite within "
-                f"finetune_steps={self.finetune_steps} steps; lower finetune_lr "
-                f"(now {self.finetune_lr}) or finetune_steps"
-            )
+            raise diverged
         return tuned
 
     def reset_adaptation(self):

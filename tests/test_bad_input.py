@@ -334,3 +334,258 @@ def test_failed_partial_fit_on_an_adapted_estimator_keeps_its_task(fitted):
     with pytest.raises(ValueError):
         clone.partial_fit(X_GOOD[:3, :2], Y_GOOD[:3])
     _assert_unchanged(clone, before, X_GOOD)
+
+
+# -- no silent wrong answers ---------------------------------------------------
+
+MAML_LEO = [kind for kind in ("leo", "maml") if kind in FACTORIES]
+
+
+@pytest.fixture(scope="module")
+def blob_split():
+    """Training classes 0-5 and new classes 6-9 of well separated blobs."""
+    rng = np.random.default_rng(1)
+    y = np.repeat(np.arange(10), 12)
+    X = rng.normal(size=(10, 6))[y] * 4 + rng.normal(size=(len(y), 6))
+    return X[y < 6], y[y < 6], X[y >= 6], y[y >= 6]
+
+
+def test_metric_classifier_scores_few_shot_on_new_classes(blob_split):
+    """score on classes never seen is the few-shot accuracy, not 0.0."""
+    X_train, y_train, X_new, y_new = blob_split
+    clf = FACTORIES["metric"](n_way=3, n_query=3).fit(X_train, y_train)
+    assert clf.score(X_new, y_new) > 0.6
+    support = np.flatnonzero(np.arange(len(y_new)) % 12 < 3)
+    query = np.setdiff1d(np.arange(len(y_new)), support)
+    # The same number evaluate_few_shot reports, with the estimator's episodes.
+    expected = evaluate_few_shot(
+        clf, X_new, y_new, n_way=3, k_shot=1, n_query=3, n_episodes=100, random_state=0
+    ).mean
+    assert clf.score(X_new, y_new) == expected
+    clf.partial_fit(X_new[support], y_new[support])
+    assert clf.score(X_new[query], y_new[query]) == pytest.approx(
+        evaluate_few_shot(
+            clf.reset_adaptation(),
+            X_new[query],
+            y_new[query],
+            n_way=3,
+            n_query=3,
+            n_episodes=100,
+            random_state=0,
+        ).mean
+    )
+
+
+@pytest.mark.parametrize("kind", sorted(FACTORIES))
+def test_scoring_training_classes_warns(kind, blob_split):
+    """Few-shot scores on classes seen in meta-training warn; new classes do not."""
+    import warnings
+
+    X_train, y_train, X_new, y_new = blob_split
+    estimator = FACTORIES[kind](n_way=3, n_query=3).fit(X_train, y_train)
+    with pytest.warns(UserWarning, match="6 of the 6 classes scored were seen"):
+        estimator.score(X_train, y_train)
+    with pytest.warns(UserWarning, match="cv=ClassKFold"):
+        make_few_shot_scorer(n_way=3, n_query=3, n_episodes=5)(
+            estimator, X_train, y_train
+        )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        estimator.score(X_new, y_new)
+
+
+def test_cross_val_score_with_stratified_folds_warns(blob_split):
+    """The default cv of cross_val_score shares classes between folds: it warns."""
+    from sklearn.model_selection import cross_val_score
+
+    X_train, y_train, _, _ = blob_split
+    with pytest.warns(UserWarning, match="seen in meta-training"):
+        cross_val_score(FACTORIES["metric"](n_way=3, n_query=2), X_train, y_train, cv=2)
+
+
+def test_values_beyond_float32_are_refused(fitted):
+    """A feature of 1e39 (infinite in float32) is refused instead of giving NaN."""
+    from sklearn.base import clone
+
+    X = X_GOOD.copy()
+    X[0, 0] = 1e39
+    with pytest.raises(ValueError, match="beyond float32's range"):
+        clone(fitted).fit(X, Y_GOOD)
+    with pytest.raises(ValueError, match="scale X"):
+        fitted.transform(X)
+    if hasattr(fitted, "predict_proba"):
+        with pytest.raises(ValueError, match="beyond float32's range"):
+            fitted.predict_proba(X)
+
+
+def test_diverging_finetuning_is_refused_and_keeps_the_task(blob_split):
+    """finetune_lr that makes the weights non-finite is refused; the task is kept."""
+    X_train, y_train, X_new, y_new = blob_split
+    clf = FACTORIES["metric"](finetune_steps=3, finetune_lr=1e-2).fit(X_train, y_train)
+    clf.partial_fit(X_new[::12], y_new[::12])
+    before = clf.predict_proba(X_new)
+    clf.set_params(finetune_lr=1e38)
+    with pytest.raises(ValueError, match="fine-tuning diverged.*finetune_lr"):
+        clf.partial_fit(X_new[1::12], y_new[1::12])
+    assert_array_equal(clf.predict_proba(X_new), before)
+    assert np.isfinite(before).all()
+
+
+@pytest.mark.parametrize("kind", MAML_LEO)
+def test_predict_before_partial_fit_says_what_to_call(kind):
+    """predict before any partial_fit: an AttributeError naming partial_fit."""
+    estimator = FACTORIES[kind]().fit(X_GOOD, Y_GOOD)
+    for method in ("predict", "predict_proba"):
+        assert not hasattr(estimator, method)
+        with pytest.raises(AttributeError, match="call partial_fit on the new task"):
+            getattr(estimator, method)(X_GOOD)
+    estimator.partial_fit(X_GOOD[::6][:4], Y_GOOD[::6][:4])
+    assert estimator.predict(X_GOOD).shape == (len(X_GOOD),)
+    estimator.reset_adaptation()
+    assert not hasattr(estimator, "predict")
+
+
+def _adapted_proba(estimator):
+    estimator.reset_adaptation().partial_fit(X_GOOD[::6][:4], Y_GOOD[::6][:4])
+    return estimator.predict_proba(X_GOOD)
+
+
+@pytest.mark.parametrize(
+    "kind, changes",
+    [
+        ("maml", {"inner_lr": 0.5}),
+        ("leo", {"inner_lr": 3.0}),
+        ("leo", {"inner_steps": 1}),
+        ("leo", {"finetune_lr": 0.5}),
+        ("leo", {"finetune_steps": 0}),
+        ("metric", {"finetune_steps": 2, "finetune_lr": 0.05}),
+    ],
+)
+def test_adaptation_parameters_are_live_after_set_params(kind, changes):
+    """set_params after fit changes the next adaptation, and changing back restores it."""
+    estimator = FACTORIES[kind]().fit(X_GOOD, Y_GOOD)
+    original = {name: estimator.get_params()[name] for name in changes}
+    before = _adapted_proba(estimator)
+    changed = _adapted_proba(estimator.set_params(**changes))
+    assert np.abs(changed - before).max() > 1e-6
+    assert_array_equal(_adapted_proba(estimator.set_params(**original)), before)
+
+
+@pytest.mark.parametrize(
+    "kind, name", [("maml", "inner_lr"), ("leo", "inner_lr"), ("leo", "finetune_lr")]
+)
+def test_changing_a_learned_step_size_is_refused(kind, name):
+    """With learn_inner_lr=True the step sizes are learned: a new value is refused."""
+    estimator = FACTORIES[kind](learn_inner_lr=True).fit(X_GOOD, Y_GOOD)
+    value = estimator.get_params()[name]
+    estimator.set_params(**{name: value * 2})
+    with pytest.raises(ValueError, match=f"{name}=.*learned.*set {name} back"):
+        estimator.partial_fit(X_GOOD[::6][:4], Y_GOOD[::6][:4])
+    estimator.set_params(**{name: value}).partial_fit(X_GOOD[::6][:4], Y_GOOD[::6][:4])
+
+
+def test_zero_adaptation_steps_refused_for_classification_only():
+    """adapt_steps=0 cannot classify (every class scores the same); regression may."""
+    from sklearn_meta.datasets import make_sinusoid_tasks
+
+    maml = FACTORIES["maml"](adapt_steps=0).fit(X_GOOD, Y_GOOD)
+    with pytest.raises(ValueError, match="adapt_steps=0.*adapt_steps >= 1"):
+        maml.partial_fit(X_GOOD[::6][:4], Y_GOOD[::6][:4])
+    with pytest.raises(ValueError, match="adapt_steps=0"):
+        maml.score(X_GOOD, Y_GOOD)
+    X, y, groups = make_sinusoid_tasks(n_tasks=10, n_points=10, random_state=0)
+    regressor = FACTORIES["maml"](adapt_steps=0, k_shot=5, n_query=5)
+    regressor.fit(X, y, groups=groups)
+    assert np.isfinite(regressor.partial_fit(X[:5], y[:5]).predict(X[:5])).all()
+
+
+@pytest.mark.parametrize("kind", sorted(FACTORIES))
+def test_callbacks_are_checked_before_training(kind):
+    """Monitoring validation scores without validation, or a non-callback, is refused."""
+    from skorch.callbacks import Checkpoint, EarlyStopping
+
+    for callback in (EarlyStopping(), Checkpoint(dirname="unused")):
+        with pytest.raises(ValueError, match="validation_fraction"):
+            FACTORIES[kind](callbacks=[callback]).fit(X_GOOD, Y_GOOD)
+    with pytest.raises(ValueError, match="skorch callbacks.*'x'"):
+        FACTORIES[kind](callbacks=["x"]).fit(X_GOOD, Y_GOOD)
+    FACTORIES[kind](
+        callbacks=[EarlyStopping(patience=1)], validation_fraction=0.25
+    ).fit(X_GOOD, Y_GOOD)
+
+
+@pytest.mark.parametrize("kind", sorted(FACTORIES))
+@pytest.mark.parametrize("sizes", [(-8,), (16.5,), (0,), (16, None)])
+def test_hidden_layer_sizes_must_be_positive_ints(kind, sizes):
+    """Negative, fractional or zero widths are refused in fit and partial_fit."""
+    backbone = {"leo": {"backbone": "mlp"}}.get(kind, {})
+    estimator = FACTORIES[kind](hidden_layer_sizes=sizes, **backbone)
+    with pytest.raises(ValueError, match="hidden_layer_sizes must be positive ints"):
+        estimator.fit(X_GOOD, Y_GOOD)
+    with pytest.raises(ValueError, match="hidden_layer_sizes must be positive ints"):
+        estimator.partial_fit(X_GOOD[:4], Y_GOOD[:4])
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_channels_last_images_are_refused_with_the_fix(channels):
+    """(N, H, W, C) images, or input_shape=(H, W, C), name np.moveaxis."""
+    X = np.zeros((24, 8, 8, channels), dtype=np.float32)
+    y = np.repeat(np.arange(4), 6)
+    with pytest.raises(ValueError, match=r"channels-last.*np.moveaxis\(X, -1, 1\)"):
+        MetaMetricClassifier(**SMALL).fit(X, y)
+    with pytest.raises(ValueError, match=r"channels-last.*moveaxis"):
+        MetaMetricClassifier(**{**SMALL, "input_shape": (8, 8, channels)}).fit(
+            X.reshape(24, -1), y
+        )
+
+
+@pytest.mark.parametrize("kind", sorted(FACTORIES))
+@pytest.mark.parametrize(
+    "labels, match",
+    [
+        (np.array([0, "a"] * 24, dtype=object), "mixes string and number"),
+        (np.array([0, 1, None] * 16, dtype=object), "None labels"),
+    ],
+    ids=["mixed", "none"],
+)
+def test_mixed_or_missing_labels_are_refused(kind, labels, match):
+    """Labels mixing types or holding None are refused in fit and partial_fit."""
+    with pytest.raises(ValueError, match=match):
+        FACTORIES[kind]().fit(X_GOOD, labels)
+    with pytest.raises(ValueError, match=match):
+        FACTORIES[kind]().partial_fit(X_GOOD[:6], labels[:6])
+
+
+def test_rows_of_two_features_as_a_list_are_samples_not_tasks():
+    """fit(list_of_rows) without y asks for y instead of complaining about 'task 0'."""
+    with pytest.raises(ValueError, match="requires y"):
+        MetaMetricClassifier(**SMALL).fit(X_GOOD[:, :2].tolist())
+
+
+def test_images_as_nested_lists_equal_the_array():
+    """A 4-D list of images fits like the array it spells."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(24, 1, 8, 8)).astype(np.float32)
+    y = np.repeat(np.arange(4), 6)
+    params = {**SMALL, "backbone": "conv4_strided"}
+    from_list = MetaMetricClassifier(**params).fit(X.tolist(), y)
+    from_array = MetaMetricClassifier(**params).fit(X, y)
+    assert from_list.input_shape_ == (1, 8, 8)
+    assert_array_equal(from_list.transform(X.tolist()), from_array.transform(X))
+
+
+def test_augment_returning_numpy_is_named():
+    """An augment that returns a numpy array is told to return a tensor."""
+    clf = MetaMetricClassifier(**SMALL, augment=lambda x: x.numpy())
+    with pytest.raises(ValueError, match="must return a torch.Tensor, got ndarray"):
+        clf.fit(X_GOOD, Y_GOOD)
+
+
+def test_string_targets_at_regression_partial_fit_are_refused():
+    """A regressor adapted with string targets gets a ValueError, not a torch error."""
+    from sklearn_meta.datasets import make_sinusoid_tasks
+
+    X, y, groups = make_sinusoid_tasks(n_tasks=10, n_points=10, random_state=0)
+    regressor = FACTORIES["maml"](k_shot=5, n_query=5).fit(X, y, groups=groups)
+    with pytest.raises(ValueError, match="regression.*pass numbers"):
+        regressor.partial_fit(X[:4], np.array(["a", "b", "a", "b"]))

@@ -36,14 +36,7 @@ from skorch.utils import to_tensor
 from ._compat import Interval
 from .model_selection import evaluate_few_shot
 from .nn.losses import EpisodeLoss, episode_scores
-from .tasks import (
-    Episodes,
-    EpisodeSampler,
-    GroupTaskSampler,
-    TaskCollection,
-    group_plan,
-    plan_episodes,
-)
+from .tasks import Episodes, TaskCollection, training_and_validation_samplers
 
 SHARED_PARAMETER_CONSTRAINTS: dict = {
     "hidden_layer_sizes": ["array-like"],
@@ -586,68 +579,6 @@ class MetaLearnerBase(BaseEstimator):
 
     # -- meta-training ---------------------------------------------------------
 
-    def _episode_samplers(self, targets, groups, regression, seed):
-        """Samplers for meta-training and meta-validation (held-out classes or tasks)."""
-        rng = np.random.default_rng(seed)
-        holdout_keys = groups if groups is not None else targets
-        valid_mask = np.zeros(len(targets), dtype=bool)
-        if self.validation_fraction > 0:
-            keys = np.unique(holdout_keys)
-            n_valid = int(round(self.validation_fraction * len(keys)))
-            if n_valid < 1 or n_valid > len(keys) - 1:
-                kind = "tasks" if groups is not None else "classes"
-                raise ValueError(
-                    f"validation_fraction={self.validation_fraction} holds out "
-                    f"{n_valid} of {len(keys)} {kind}; it must leave at least one "
-                    f"for validation and one for training: change validation_fraction"
-                )
-            valid_mask = np.isin(holdout_keys, rng.choice(keys, n_valid, replace=False))
-        samplers = []
-        for part, mask in (("training", ~valid_mask), ("validation", valid_mask)):
-            if not mask.any():
-                samplers.append(None)
-                continue
-            index = np.flatnonzero(mask)
-            where = f" ({part} part)" if self.validation_fraction > 0 else ""
-            samplers.append(
-                (
-                    index,
-                    self._sampler(
-                        targets[index],
-                        None if groups is None else groups[index],
-                        regression,
-                        seed + len(samplers),
-                        where,
-                    ),
-                )
-            )
-        return samplers
-
-    def _sampler(self, targets, groups, regression, seed, where):
-        if groups is not None:
-            n_way, n_query = group_plan(
-                targets,
-                groups,
-                self.n_way,
-                self.k_shot,
-                self.n_query,
-                regression=regression,
-            )
-            return GroupTaskSampler(
-                targets,
-                groups,
-                n_way,
-                self.k_shot,
-                n_query,
-                regression=regression,
-                seed=seed,
-            )
-        _, encoded = np.unique(targets, return_inverse=True)
-        n_way, n_query = plan_episodes(
-            np.bincount(encoded), self.n_way, self.k_shot, self.n_query, where=where
-        )
-        return EpisodeSampler(encoded, n_way, self.k_shot, n_query, seed=seed)
-
     def _meta_train(
         self, X: np.ndarray, targets, groups, regression: bool, build_module: Callable
     ) -> MetaNet:
@@ -659,8 +590,15 @@ class MetaLearnerBase(BaseEstimator):
         """
         device = resolve_device(self.device)
         seed = self._seed()
-        train_part, valid_part = self._episode_samplers(
-            targets, groups, regression, seed
+        train_part, valid_part = training_and_validation_samplers(
+            targets,
+            groups,
+            self.n_way,
+            self.k_shot,
+            self.n_query,
+            validation_fraction=self.validation_fraction,
+            regression=regression,
+            seed=seed,
         )
         pool = torch.as_tensor(X, device=device)
         train_index, train_sampler = train_part

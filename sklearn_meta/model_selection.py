@@ -23,7 +23,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import type_of_target
 from sklearn.utils.validation import check_is_fitted, column_or_1d
 
-from .tasks import EpisodeSampler, GroupTaskSampler, group_plan, plan_episodes
+from .tasks import make_sampler
 
 __all__ = [
     "ClassKFold",
@@ -277,22 +277,20 @@ def _draw_episodes(X, y, groups, n_way, k_shot, n_query, n_episodes, random_stat
         groups = column_or_1d(np.asarray(groups))
         if len(groups) != len(y):
             raise ValueError(f"groups has {len(groups)} entries but y has {len(y)}")
-        n_way, n_query = group_plan(
-            y, groups, n_way, k_shot, n_query, regression=regression
+    elif regression:
+        raise ValueError(
+            "y is continuous: regression tasks must be given with groups=task_ids"
         )
-        sampler = GroupTaskSampler(
-            y, groups, n_way, k_shot, n_query, regression=regression, seed=seed
-        )
-    else:
-        if regression:
-            raise ValueError(
-                "y is continuous: regression tasks must be given with groups=task_ids"
-            )
-        _, labels = np.unique(y, return_inverse=True)
-        n_way, n_query = plan_episodes(
-            np.bincount(labels), n_way, k_shot, n_query, where=" to evaluate"
-        )
-        sampler = EpisodeSampler(labels, n_way, k_shot, n_query, seed=seed)
+    sampler = make_sampler(
+        y,
+        groups,
+        n_way,
+        k_shot,
+        n_query,
+        regression=regression,
+        seed=seed,
+        where=" to evaluate",
+    )
     return y, groups, regression, sampler.sample(n_episodes)
 
 

@@ -439,3 +439,89 @@ def group_plan(
             stacklevel=3,
         )
     return best_way, best_query
+
+
+def make_sampler(
+    targets,
+    groups,
+    n_way: int,
+    k_shot: int,
+    n_query: int,
+    *,
+    regression: bool = False,
+    seed: int | None = None,
+    where: str = "",
+) -> EpisodeSampler | GroupTaskSampler:
+    """The sampler of episodes of this shape, shrunk to what the data allows.
+
+    With ``groups`` each episode is drawn within one group (a task);
+    otherwise from the pool of classes of ``targets``. ``n_way`` and
+    ``n_query`` shrink, with a warning, where the data is small (see
+    :func:`plan_episodes`); ``where`` names the data in those messages.
+    """
+    if groups is not None:
+        n_way, n_query = group_plan(
+            targets, groups, n_way, k_shot, n_query, regression=regression
+        )
+        return GroupTaskSampler(
+            targets, groups, n_way, k_shot, n_query, regression=regression, seed=seed
+        )
+    _, encoded = np.unique(targets, return_inverse=True)
+    n_way, n_query = plan_episodes(
+        np.bincount(encoded), n_way, k_shot, n_query, where=where
+    )
+    return EpisodeSampler(encoded, n_way, k_shot, n_query, seed=seed)
+
+
+def training_and_validation_samplers(
+    targets,
+    groups,
+    n_way: int,
+    k_shot: int,
+    n_query: int,
+    *,
+    validation_fraction: float,
+    regression: bool,
+    seed: int,
+) -> tuple[tuple[np.ndarray, EpisodeSampler | GroupTaskSampler], tuple | None]:
+    """Split off held-out classes (or tasks) for meta-validation; a sampler for each part.
+
+    ``validation_fraction`` of the classes (of the groups, when given) is
+    held out. Returns ``(train_index, train_sampler)`` and
+    ``(valid_index, valid_sampler)`` or None without validation; each
+    sampler's indices point into its part.
+    """
+    rng = np.random.default_rng(seed)
+    holdout_keys = groups if groups is not None else targets
+    valid_mask = np.zeros(len(targets), dtype=bool)
+    if validation_fraction > 0:
+        keys = np.unique(holdout_keys)
+        n_valid = int(round(validation_fraction * len(keys)))
+        if n_valid < 1 or n_valid > len(keys) - 1:
+            kind = "tasks" if groups is not None else "classes"
+            raise ValueError(
+                f"validation_fraction={validation_fraction} holds out "
+                f"{n_valid} of {len(keys)} {kind}; it must leave at least one "
+                f"for validation and one for training: change validation_fraction"
+            )
+        valid_mask = np.isin(holdout_keys, rng.choice(keys, n_valid, replace=False))
+    parts = []
+    for offset, (part, mask) in enumerate(
+        (("training", ~valid_mask), ("validation", valid_mask))
+    ):
+        if not mask.any():
+            parts.append(None)
+            continue
+        index = np.flatnonzero(mask)
+        sampler = make_sampler(
+            targets[index],
+            None if groups is None else groups[index],
+            n_way,
+            k_shot,
+            n_query,
+            regression=regression,
+            seed=seed + offset,
+            where=f" ({part} part)" if validation_fraction > 0 else "",
+        )
+        parts.append((index, sampler))
+    return parts[0], parts[1]

@@ -11,7 +11,9 @@ from sklearn_meta.tasks import (
     EpisodeSampler,
     GroupTaskSampler,
     group_plan,
+    make_sampler,
     plan_episodes,
+    training_and_validation_samplers,
 )
 
 
@@ -156,3 +158,55 @@ def test_group_plan_errors_and_shrinking():
         group_plan(np.zeros(12), groups, 5, 4, 5, regression=True)
     with pytest.warns(UserWarning, match="n_query=2"):
         assert group_plan(np.zeros(12), groups, 5, 2, 5, regression=True) == (5, 2)
+
+
+def test_validation_split_holds_out_whole_classes_or_tasks():
+    """Meta-validation gets round(fraction * n) classes (tasks), none shared with training."""
+    targets = np.repeat(np.arange(10), 4)
+    train, valid = training_and_validation_samplers(
+        targets, None, 3, 1, 2, validation_fraction=0.3, regression=False, seed=0
+    )
+    train_classes, valid_classes = (
+        np.unique(targets[train[0]]),
+        np.unique(targets[valid[0]]),
+    )
+    assert len(valid_classes) == 3 and len(train_classes) == 7
+    assert not np.isin(valid_classes, train_classes).any()
+    episodes = valid[1].sample(5)
+    assert int(episodes.support_index.max()) < len(valid[0])
+    groups = np.repeat(np.arange(8), 5)
+    train, valid = training_and_validation_samplers(
+        np.arange(40) % 2,
+        groups,
+        2,
+        1,
+        1,
+        validation_fraction=0.25,
+        regression=False,
+        seed=0,
+    )
+    assert len(np.unique(groups[valid[0]])) == 2
+    assert not np.isin(groups[valid[0]], groups[train[0]]).any()
+    _, none = training_and_validation_samplers(
+        targets, None, 3, 1, 2, validation_fraction=0.0, regression=False, seed=0
+    )
+    assert none is None
+    with pytest.raises(ValueError, match="holds out 0 of 10 classes"):
+        training_and_validation_samplers(
+            targets, None, 3, 1, 2, validation_fraction=0.01, regression=False, seed=0
+        )
+
+
+def test_make_sampler_shrinks_and_draws_within_groups():
+    """make_sampler shrinks episodes to small data and keeps a task's samples together."""
+    targets = np.repeat(np.arange(3), 3)
+    with pytest.warns(UserWarning, match="n_way=3 and n_query=2"):
+        sampler = make_sampler(targets, None, 5, 1, 4, seed=0)
+    assert sampler.sample(2).query_index.shape == (2, 6)
+    groups = np.repeat([0, 1], 6)
+    episodes = make_sampler(np.arange(12) % 3, groups, 3, 1, 1, seed=0).sample(4)
+    for support, query in zip(
+        episodes.support_index, episodes.query_index, strict=True
+    ):
+        drawn = groups[np.concatenate([support.numpy(), query.numpy()])]
+        assert len(np.unique(drawn)) == 1

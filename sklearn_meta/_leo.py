@@ -699,5 +699,4 @@ class LEOTransformer(
         tags.transformer_tags.preserves_dtype = ["float32"]
         # fit needs class labels (or a list of (X, y) tasks).
         tags.target_tags.required = True
-        tags.non_deterministic = False
         return tags

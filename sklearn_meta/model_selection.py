@@ -199,8 +199,8 @@ def evaluate_few_shot(
     >>> clf = clf.fit(X[y < 12], y[y < 12])
     >>> result = evaluate_few_shot(clf, X[y >= 12], y[y >= 12], n_episodes=50,
     ...                            random_state=0)
-    >>> 0.0 <= result.mean <= 1.0
-    True
+    >>> len(result.scores), result.ci95 > 0
+    (50, True)
     """
     transformers, learner = _split_pipeline(estimator)
     if not hasattr(learner, "partial_fit") or not hasattr(learner, "reset_adaptation"):

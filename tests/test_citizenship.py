@@ -1,5 +1,5 @@
-"""Reliability across all three estimators: divergence, interruption, persistence,
-parallel search, pandas."""
+"""What all three estimators share, tested once for each: divergence, interruption,
+refit after adaptation, persistence, parallel search, pandas."""
 
 import os
 import pickle
@@ -15,6 +15,7 @@ from sklearn.model_selection import GridSearchCV
 from skorch.callbacks import Callback
 
 import sklearn_meta
+from sklearn_meta.datasets import make_sinusoid_tasks
 from sklearn_meta.model_selection import ClassKFold, make_few_shot_scorer
 
 SMALL = dict(
@@ -30,7 +31,7 @@ EXTRA = {
     "MAMLFeatureExtractor": {"inner_lr": 0.5, "meta_batch_size": 4},
     "LEOTransformer": {"latent_dim": 8, "meta_batch_size": 4},
 }
-NAMES = [name for name in EXTRA if hasattr(sklearn_meta, name)]
+NAMES = list(EXTRA)
 
 
 def make(name, **params):
@@ -84,6 +85,27 @@ def test_non_finite_loss_is_a_clear_error(name, blobs):
 
     with pytest.raises(ValueError, match="diverged.*meta_lr"):
         make(name, callbacks=[Poison()], episodes_per_epoch=32).fit(X, y)
+
+
+@pytest.mark.parametrize(
+    "name, params, match",
+    [
+        ("MetaMetricClassifier", {"meta_lr": 1e3, "max_epochs": 3}, "meta_lr"),
+        ("MAMLFeatureExtractor", {"inner_lr": 1e8}, "meta_lr.*inner_lr"),
+        ("LEOTransformer", {"inner_lr": 1e4, "max_epochs": 2}, "meta_lr.*inner_lr"),
+    ],
+)
+def test_divergence_names_the_learning_rates(name, params, match, blobs):
+    """Step sizes that make meta-training diverge: an error naming what to lower."""
+    X, y = blobs
+    groups = None
+    if name == "MAMLFeatureExtractor":
+        # Classification's first inner step moves the head only, which does
+        # not overflow; regression's steps move the whole network.
+        X, y, groups = make_sinusoid_tasks(n_tasks=50, n_points=20, random_state=0)
+        params = {**params, "k_shot": 5, "n_query": 5}
+    with pytest.raises(ValueError, match=f"diverged.*{match}"):
+        make(name, **params).fit(X, y, groups=groups)
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -209,4 +231,6 @@ def test_refit_forgets_the_adapted_task(name, blobs):
     fresh = make(name).fit(X[y < 30], y[y < 30])
     estimator.fit(X[y < 30], y[y < 30])
     assert getattr(estimator, "_adaptation", None) is None
+    assert_array_equal(estimator.classes_, np.arange(30))
+    assert hasattr(estimator, "predict") == (name == "MetaMetricClassifier")
     assert_array_equal(estimator.transform(X), fresh.transform(X))

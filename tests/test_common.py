@@ -2,8 +2,7 @@
 
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-import sklearn_meta
-from sklearn_meta import MetaMetricClassifier
+from sklearn_meta import LEOTransformer, MAMLFeatureExtractor, MetaMetricClassifier
 
 # Budgets just large enough for the checks that measure training accuracy
 # (check_classifiers_train wants 83% on three blobs), small enough to keep the
@@ -20,12 +19,11 @@ FAST = dict(
 
 
 def _estimators():
-    estimators = [MetaMetricClassifier(**FAST)]
-    if hasattr(sklearn_meta, "MAMLFeatureExtractor"):
-        estimators.append(sklearn_meta.MAMLFeatureExtractor(**FAST))
-    if hasattr(sklearn_meta, "LEOTransformer"):
-        estimators.append(sklearn_meta.LEOTransformer(**FAST, latent_dim=8))
-    return estimators
+    return [
+        MetaMetricClassifier(**FAST),
+        MAMLFeatureExtractor(**FAST),
+        LEOTransformer(**FAST, latent_dim=8),
+    ]
 
 
 #: Checks an estimator is expected to fail, each with the reason it must.

@@ -169,8 +169,10 @@ def test_grid_search_over_inner_lr_and_inner_steps(blobs):
         {"inner_lr": [0.05, 0.5], "inner_steps": [1, 2]},
         cv=ClassKFold(3),
     ).fit(X, y)
-    assert set(search.best_params_) == {"inner_lr", "inner_steps"}
-    assert np.isfinite(search.cv_results_["mean_test_score"]).all()
+    scores = search.cv_results_["mean_test_score"]
+    assert np.isfinite(scores).all()
+    # The step size and count reach the score: the candidates differ.
+    assert len(np.unique(scores)) == 4
 
 
 def test_pipeline_scaler_maml_logistic_regression(blobs):
@@ -230,10 +232,3 @@ def test_diverged_adaptation_is_refused_and_keeps_the_task():
     with pytest.raises(ValueError, match="diverged"):
         reg.set_params(adapt_steps=50).partial_fit(X[10:20], y[10:20])
     assert_allclose(reg.predict(X[:20]), before)
-
-
-def test_divergence_names_the_learning_rates():
-    """A run whose loss overflows stops with an error naming both learning rates."""
-    X, y, groups = make_sinusoid_tasks(n_tasks=50, n_points=20, random_state=0)
-    with pytest.raises(ValueError, match="diverged.*meta_lr.*inner_lr"):
-        small(inner_lr=1e8, k_shot=5, n_query=5).fit(X, y, groups=groups)

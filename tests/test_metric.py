@@ -13,7 +13,7 @@ from sklearn.exceptions import NotFittedError
 from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
-from skorch.callbacks import Callback, EarlyStopping
+from skorch.callbacks import EarlyStopping
 
 from sklearn_meta import MetaMetricClassifier
 from sklearn_meta.model_selection import (
@@ -151,7 +151,7 @@ def test_finetuning_changes_the_embedding_and_reset_restores_it(fitted, blobs):
     result = evaluate_few_shot(
         clf, X[y >= 30], y[y >= 30], n_episodes=5, random_state=0
     )
-    assert 0 <= result.mean <= 1
+    assert result.mean > 0.5  # fine-tuned prototypes on new classes, chance 0.2
 
 
 def test_partial_fit_before_fit_initialises_the_network(blobs):
@@ -285,7 +285,7 @@ def test_validation_fraction_records_few_shot_accuracy(blobs):
     clf = small(validation_fraction=0.25, max_epochs=2).fit(X, y)
     accuracies = clf.history_[:, "valid_acc"]
     assert len(accuracies) == 2
-    assert all(0.2 <= a <= 1.0 for a in accuracies)
+    assert min(accuracies) > 0.5  # held-out classes, chance 0.2
     assert all(np.isfinite(clf.history_[:, "valid_loss"]))
 
 
@@ -296,27 +296,6 @@ def test_callbacks_are_used_and_left_untouched(blobs):
     clf = small(validation_fraction=0.25, max_epochs=30, callbacks=[stopper]).fit(X, y)
     assert len(clf.history_) < 30
     assert not hasattr(stopper, "best_epoch_")
-
-
-def test_keyboard_interrupt_leaves_a_usable_estimator(blobs):
-    """Interrupting meta-training keeps what was learned, as skorch promises."""
-    X, y = blobs
-
-    class Interrupt(Callback):
-        def on_batch_end(self, net, **kwargs):
-            if len(net.history[-1]["batches"]) == 5:
-                raise KeyboardInterrupt
-
-    clf = small(callbacks=[Interrupt()]).fit(X, y)
-    assert clf.predict(X[:5]).shape == (5,)
-    assert np.isfinite(clf.transform(X[:5])).all()
-
-
-def test_divergence_stops_with_a_clear_error(blobs):
-    """A non-finite meta-training loss is an error that names meta_lr."""
-    X, y = blobs
-    with pytest.raises(ValueError, match="diverged.*meta_lr"):
-        small(meta_lr=1e3, max_epochs=3).fit(X, y)
 
 
 def test_small_data_shrinks_episodes_with_a_warning():

@@ -87,7 +87,7 @@ def test_evaluation_leaves_the_estimator_unchanged(fitted_classifier, blobs):
     result = evaluate_few_shot(clf, X[y >= 30], y[y >= 30], n_episodes=30)
     assert_array_equal(clf.predict_proba(X), before)
     assert_array_equal(clf.classes_, np.arange(35, 40))
-    assert 0 <= result.mean <= 1 and result.ci95 > 0 and len(result.scores) == 30
+    assert result.mean > 0.5 and result.ci95 > 0 and len(result.scores) == 30
 
 
 def test_evaluation_is_seeded(fitted_classifier, blobs):

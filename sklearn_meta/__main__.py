@@ -125,8 +125,8 @@ def _estimator(name, args, n_way):
         random_state=args.seed,
         verbose=0 if args.quiet or args.json else 1,
     )
-    # The stride-2 Conv4 is four times cheaper than max pooling on a CPU and
-    # as accurate on 28x28 characters.
+    # The stride-2 Conv4 is cheaper than max pooling on a CPU and as accurate
+    # on 28x28 characters (docs/concepts.md).
     if name == "maml":
         # learn2learn's Omniglot setting; three steps at test time.
         return MAMLFeatureExtractor(

@@ -41,17 +41,13 @@ N_CALIBRATION_SAMPLES = 4096
 #: decoder's (Glorot) initialisation, a latent step of size 1 changes the
 #: logits by about this much: a sample's mean squared norm is then
 #: ``LATENT_STEP_GAIN * (latent_dim + 2 * n_features) / (2 * latent_dim)``.
-#: Measured (5-way 1-shot on new classes, latent_dim=64): 3 and 8 give the
-#: same accuracy on glyph pixels (71%) and on a 64-d prototypical embedding
-#: of glyphs (79-80%); on Gaussian blobs in 10-d, 3, 4 and 8 give 95.5, 96.7
-#: and 98.1%; 1 loses 1 to 3 points everywhere, unit variance per pixel (784
-#: features) about 9. At 8, meta-training on 2 features with random labels
-#: (scikit-learn's estimator checks) gave NaN for 3 seeds in 24, at 4 and 5
-#: none: the core's sampled weights grow exponentially with the latent steps.
+#: Larger values adapt faster but let the sampled weights, which grow
+#: exponentially with the latent steps, overflow on tiny data; how the value
+#: was chosen is in docs/concepts.md (LEO, Scaling).
 LATENT_STEP_GAIN = 4.0
 
 #: Meta-gradients are clipped to this norm, as in the paper's code: it keeps
-#: meta-training from diverging at large inner_lr (NaN at inner_lr=10 without).
+#: meta-training from diverging at large inner_lr.
 MAX_GRAD_NORM = 0.1
 
 

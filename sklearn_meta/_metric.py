@@ -252,7 +252,8 @@ class MetaMetricClassifier(
             # clones must start from the same weights.
             backbone = copy.deepcopy(backbone)
         elif isinstance(backbone, Conv4) and resolve_device(self.device).type == "cpu":
-            # Measured 1.25x faster on a CPU only; GPUs keep the default layout.
+            # Faster on a CPU only (docs/concepts.md, Memory layout); GPUs keep
+            # the default layout.
             backbone.to_channels_last()
         return PrototypicalNetwork(
             backbone,
@@ -460,7 +461,7 @@ class MetaMetricClassifier(
         ``exact`` computes in float64, so that a sample's embedding does not
         depend on its batch (see
         :func:`~sklearn_meta.nn.backbones.forward_in_float64`); float32 is
-        about three times faster for convolutions and enough for class means.
+        faster for convolutions and enough for class means.
         """
         device = self._device()
         chunks = []

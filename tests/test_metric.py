@@ -206,21 +206,18 @@ def test_pipeline_with_scaler(blobs):
     assert result.mean > 0.7
 
 
-@pytest.mark.parametrize("n_jobs", [1, 2])
-def test_grid_search_over_metric_and_embedding_dim(blobs, n_jobs):
-    """GridSearchCV with class-disjoint folds and the few-shot scorer."""
+def test_grid_search_over_metric_and_embedding_dim_needs_no_scorer(blobs):
+    """GridSearchCV with class-disjoint folds scores few-shot, not 0.0 on new classes."""
     X, y = blobs
     search = GridSearchCV(
         small(),
         {"metric": ["euclidean", "cosine"], "embedding_dim": [8, 16]},
         cv=ClassKFold(3),
-        scoring=make_few_shot_scorer(n_way=5, k_shot=1, n_episodes=20),
-        n_jobs=n_jobs,
     )
     search.fit(X, y)
-    assert search.best_params_["metric"] in {"euclidean", "cosine"}
-    assert np.isfinite(search.cv_results_["mean_test_score"]).all()
-    assert search.best_score_ > 0.5
+    scores = search.cv_results_["mean_test_score"]
+    assert scores.min() > 0.5  # chance is 0.2; plain accuracy gave 0.0 here
+    assert len(np.unique(scores)) == 4
 
 
 def test_grid_search_parallel_matches_serial(blobs):

@@ -13,13 +13,11 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import dataclasses
 import functools
 import math
 import numbers
 from collections.abc import Callable
 from numbers import Integral, Real
-from types import MethodType
 
 import numpy as np
 import torch
@@ -33,6 +31,14 @@ from skorch.dataset import unpack_data
 from skorch.helper import predefined_split
 from skorch.utils import to_tensor
 
+from ._adaptation import AdaptationMixin
+from ._checks import (
+    check_callbacks,
+    check_channels_first,
+    check_float32_range,
+    check_hidden_layer_sizes,
+    check_labels,
+)
 from ._compat import Interval
 from .model_selection import evaluate_few_shot
 from .nn.losses import EpisodeLoss, episode_scores
@@ -94,81 +100,11 @@ def resolve_device(device) -> torch.device:
     return resolved
 
 
-def move_to_device(value, device):
-    """``value`` with every tensor and module in it moved to ``device``."""
-    if isinstance(value, torch.Tensor):
-        return value.to(device)
-    if isinstance(value, torch.nn.Module):
-        tensors = [*value.parameters(), *value.buffers()]
-        if all(t.device == torch.device(device) for t in tensors):
-            return value
-        # Module.to works in place: move a copy, never the caller's module.
-        return copy.deepcopy(value).to(device)
-    if isinstance(value, dict):
-        return {key: move_to_device(item, device) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return type(value)(move_to_device(item, device) for item in value)
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return dataclasses.replace(
-            value,
-            **{
-                field.name: move_to_device(getattr(value, field.name), device)
-                for field in dataclasses.fields(value)
-                if field.init
-            },
-        )
-    return value
-
-
 def binary_decision(logits: np.ndarray) -> np.ndarray:
     """scikit-learn's decision_function shape: one score per sample for two classes."""
     if logits.shape[1] == 2:
         return logits[:, 1] - logits[:, 0]
     return logits
-
-
-def is_adapted(estimator) -> bool:
-    """Whether ``partial_fit`` has adapted ``estimator`` to a task."""
-    return getattr(estimator, "_adaptation", None) is not None
-
-
-class _AvailableAfterAdaptation:
-    """``available_if(is_adapted)`` whose AttributeError says what to call.
-
-    scikit-learn asks ``hasattr(estimator, "predict")``, so the method must
-    stay absent (an ``AttributeError``) until a task is adapted; the message
-    then tells a user calling it too early what to do first.
-    """
-
-    def __init__(self, method: Callable, check: Callable | None) -> None:
-        self.method = method
-        self.check = check
-        functools.update_wrapper(self, method)
-
-    def __get__(self, estimator, owner=None):
-        if estimator is None:
-            return self.method
-        name = self.method.__name__
-        if not is_adapted(estimator):
-            raise AttributeError(
-                f"This {type(estimator).__name__!r} has no attribute {name!r} "
-                f"yet: {name} answers for the task adapted by partial_fit; call "
-                "partial_fit on the new task's support set first"
-            )
-        if self.check is not None and not self.check(estimator):
-            raise AttributeError(
-                f"This {type(estimator).__name__!r} has no attribute {name!r}"
-            )
-        return MethodType(self.method, estimator)
-
-
-def available_after_adaptation(check: Callable | None = None) -> Callable:
-    """Decorate a method that exists only once ``partial_fit`` adapted a task.
-
-    ``check(estimator)``, when given, is a further condition (as in
-    :func:`sklearn.utils.metaestimators.available_if`).
-    """
-    return lambda method: _AvailableAfterAdaptation(method, check)
 
 
 def atomic(method: Callable) -> Callable:
@@ -361,51 +297,7 @@ def _score_cached_episodes(regression: bool):
     return scorer
 
 
-def check_labels(y) -> None:
-    """Refuse class labels that mix types or hold None, before numpy does."""
-    y = np.asarray(y)
-    if y.dtype != object:
-        return
-    values = y.ravel().tolist()
-    if any(value is None for value in values):
-        raise ValueError(
-            "y holds None labels; give every sample a class (drop the unlabelled "
-            "samples, or label them)"
-        )
-    kinds = {isinstance(value, str) for value in values}
-    if len(kinds) > 1:
-        raise ValueError(
-            "y mixes string and number labels; use one type for all classes, "
-            "e.g. y.astype(str)"
-        )
-
-
-def check_float32_range(X: np.ndarray) -> None:
-    """Refuse values that become infinite in the networks' float32."""
-    if X.dtype != np.float64 or not X.size:
-        return
-    largest = max(float(X.max()), -float(X.min()))
-    if largest > np.finfo(np.float32).max:
-        raise ValueError(
-            f"X has values up to {largest:.3g} in magnitude, beyond float32's range "
-            f"({np.finfo(np.float32).max:.3g}), where the network computes: they "
-            "would give infinite outputs; scale X (e.g. StandardScaler in a "
-            "Pipeline)"
-        )
-
-
-def _check_channels_first(shape: tuple, where: str) -> None:
-    """Refuse (H, W, C) images: the networks read (C, H, W)."""
-    if len(shape) == 3 and shape[-1] in (1, 3, 4) and shape[0] not in (1, 3, 4):
-        raise ValueError(
-            f"{where} looks channels-last (height, width, channels) = {shape}; "
-            "images must be channels-first (channels, height, width): pass "
-            "np.moveaxis(X, -1, 1)"
-            + (" and input_shape=(C, H, W)" if where == "input_shape" else "")
-        )
-
-
-class MetaLearnerBase(BaseEstimator):
+class MetaLearnerBase(AdaptationMixin, BaseEstimator):
     """Shared machinery of the meta-learning estimators (not public).
 
     Subclasses provide ``_build_module(input_shape, n_outputs)``, optionally
@@ -431,7 +323,7 @@ class MetaLearnerBase(BaseEstimator):
                     f"(n_samples, channels, height, width); got shape {array.shape}"
                 )
             image_shape = tuple(array.shape[1:])
-            _check_channels_first(image_shape, "X")
+            check_channels_first(image_shape, "X")
             X = array.reshape(array.shape[0], -1)
         check = {"dtype": [np.float32, np.float64], "ensure_min_samples": 1}
         if y is not None and not y_numeric:
@@ -464,7 +356,7 @@ class MetaLearnerBase(BaseEstimator):
                 f"input_shape must be a tuple of positive ints such as (1, 28, 28), "
                 f"got {self.input_shape!r}"
             )
-        _check_channels_first(shape, "input_shape")
+        check_channels_first(shape, "input_shape")
         if int(np.prod(shape)) != n_features:
             raise ValueError(
                 f"input_shape={shape} holds {int(np.prod(shape))} values but X has "
@@ -526,41 +418,8 @@ class MetaLearnerBase(BaseEstimator):
 
     def _check_network_parameters(self) -> None:
         """Check what ``_parameter_constraints`` cannot: layer sizes, callbacks."""
-        sizes = self.hidden_layer_sizes
-        if isinstance(sizes, numbers.Integral):
-            sizes = (sizes,)
-        if not all(
-            isinstance(size, numbers.Integral) and not isinstance(size, bool)
-            for size in sizes
-        ) or any(size < 1 for size in sizes):
-            raise ValueError(
-                "hidden_layer_sizes must be positive ints, one per hidden layer, "
-                f"such as (128, 128); got {self.hidden_layer_sizes!r}"
-            )
-        for callback in self.callbacks or []:
-            named = (
-                isinstance(callback, tuple)
-                and len(callback) == 2
-                and isinstance(callback[0], str)
-            )
-            instance = callback[1] if named else callback
-            if not isinstance(instance, Callback):
-                raise ValueError(
-                    "callbacks must be skorch callbacks, such as "
-                    "skorch.callbacks.EarlyStopping(), or (name, callback) pairs; "
-                    f"got {callback!r}"
-                )
-            monitor = getattr(instance, "monitor", None)
-            if (
-                self.validation_fraction == 0
-                and isinstance(monitor, str)
-                and monitor.startswith("valid")
-            ):
-                raise ValueError(
-                    f"{type(instance).__name__} monitors {monitor!r}, which exists "
-                    "only with meta-validation: set validation_fraction (e.g. 0.2, "
-                    "classes held out for validation), or monitor='train_loss'"
-                )
+        check_hidden_layer_sizes(self.hidden_layer_sizes)
+        check_callbacks(self.callbacks, self.validation_fraction)
 
     # -- device and seeds ------------------------------------------------------
 
@@ -802,38 +661,3 @@ class MetaLearnerBase(BaseEstimator):
             groups=groups,
             random_state=0,
         ).mean
-
-    # -- persistence -------------------------------------------------------------
-
-    def __getstate__(self):
-        # skorch maps net_ between devices itself; the adaptation state is ours
-        # to map, so a model adapted on a GPU loads on a machine without one.
-        state = super().__getstate__()
-        if state.get("_adaptation") is not None:
-            state["_adaptation"] = move_to_device(state["_adaptation"], "cpu")
-        return state
-
-    def __setstate__(self, state):
-        super().__setstate__(state)
-        net = self.__dict__.get("net_")
-        adaptation = self.__dict__.get("_adaptation")
-        if adaptation is not None and torch.device(net.device).type != "cpu":
-            self._adaptation = move_to_device(adaptation, net.device)
-
-    def reset_adaptation(self):
-        """Forget the task adapted to by ``partial_fit``; go back to the fitted state.
-
-        ``classes_`` are the training classes again (none when the network
-        was initialised by ``partial_fit`` without ``fit``).
-
-        Returns
-        -------
-        self : object
-            The estimator.
-        """
-        vars(self).pop("_adaptation", None)
-        if hasattr(self, "_fit_classes"):
-            self.classes_ = self._fit_classes
-        else:
-            vars(self).pop("classes_", None)
-        return self

@@ -15,12 +15,12 @@ from sklearn.utils.multiclass import check_classification_targets, type_of_targe
 from sklearn.utils.validation import check_is_fitted
 from skorch.callbacks import GradientNormClipping
 
+from ._adaptation import available_after_adaptation
 from ._base import (
     CHUNK_SIZE,
     SHARED_PARAMETER_CONSTRAINTS,
     MetaLearnerBase,
     atomic,
-    available_after_adaptation,
     binary_decision,
     is_task_list,
 )

@@ -14,12 +14,12 @@ from sklearn.utils.extmath import softmax
 from sklearn.utils.multiclass import check_classification_targets, type_of_target
 from sklearn.utils.validation import check_is_fitted
 
+from ._adaptation import available_after_adaptation
 from ._base import (
     CHUNK_SIZE,
     SHARED_PARAMETER_CONSTRAINTS,
     MetaLearnerBase,
     atomic,
-    available_after_adaptation,
 )
 from ._compat import Interval, StrOptions, _fit_context
 from .nn.backbones import (

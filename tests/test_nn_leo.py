@@ -274,24 +274,18 @@ def test_works_under_no_grad():
 
 
 def test_penalty_is_returned_with_the_logits_and_not_kept():
-    """forward_with_penalty gives forward's logits and the weighted terms; nothing is kept."""
+    """forward_with_penalty gives forward's logits and a weighted penalty; nothing is kept."""
     torch.manual_seed(0)
-    model = LEO(16, 8, kl_weight=0.5, encoder_penalty_weight=2.0)
+    model = LEO(16, 8)
     tasks = make_tasks(torch.Generator().manual_seed(6), 2)
     with torch.random.fork_rng():
         logits, penalty = model.forward_with_penalty(*tasks[:3])
     with torch.random.fork_rng():
-        terms = model.penalty_terms(*tasks[:3])
-    with torch.random.fork_rng():
         torch.testing.assert_close(model(*tasks[:3]), logits)
-    assert set(terms) == {"kl", "encoder", "orthogonality"}
-    for value in terms.values():
-        assert value.shape == () and torch.isfinite(value) and value > 0
-    expected = (
-        0.5 * terms["kl"] + 2.0 * terms["encoder"] + 0.001 * terms["orthogonality"]
-    )
-    torch.testing.assert_close(penalty, expected)
+    assert penalty.shape == () and torch.isfinite(penalty) and penalty > 0
     assert penalty.requires_grad
+    model.kl_weight = model.encoder_penalty_weight = model.orthogonality_weight = 0.0
+    assert model.forward_with_penalty(*tasks[:3])[1].item() == 0.0
     # No graph-holding tensor stays on the module: a deep copy (sklearn's clone
     # of a fitted net) works right after a training pass.
     copy.deepcopy(model)

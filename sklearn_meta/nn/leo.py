@@ -242,9 +242,6 @@ class LEO(nn.Module):
         self.initial_inner_lr = float(inner_lr)
         self.initial_finetune_lr = float(finetune_lr)
 
-    # ------------------------------------------------------------------ #
-    # The meta-training entry point
-    # ------------------------------------------------------------------ #
     def forward(
         self,
         support_x: torch.Tensor,
@@ -274,10 +271,9 @@ class LEO(nn.Module):
         eval mode the Gaussians' means are used. When gradients are enabled
         the inner loops are differentiated exactly (second order); under
         ``torch.no_grad()`` they still run, without a graph. Meta-training
-        calls :meth:`forward_with_penalty` instead, which adds LEO's
-        penalties.
+        calls :meth:`forward_with_penalty`, which also returns the penalties.
         """
-        return self._forward(support_x, support_y, query_x, with_penalty=False)[0]
+        return self.forward_with_penalty(support_x, support_y, query_x)[0]
 
     def forward_with_penalty(
         self,
@@ -297,32 +293,8 @@ class LEO(nn.Module):
         penalty : torch.Tensor of shape ()
             ``kl_weight * KL + encoder_penalty_weight * encoder penalty +
             orthogonality_weight * orthogonality penalty``, each averaged over
-            the meta-batch (:meth:`penalty_terms` has them unweighted).
+            the meta-batch.
         """
-        logits, terms = self._forward(support_x, support_y, query_x, with_penalty=True)
-        penalty = (
-            self.kl_weight * terms["kl"]
-            + self.encoder_penalty_weight * terms["encoder"]
-            + self.orthogonality_weight * terms["orthogonality"]
-        )
-        return logits, penalty
-
-    def penalty_terms(
-        self,
-        support_x: torch.Tensor,
-        support_y: torch.Tensor,
-        query_x: torch.Tensor,
-    ) -> dict[str, torch.Tensor]:
-        """The unweighted penalties of a pass: ``"kl"``, ``"encoder"``, ``"orthogonality"``."""
-        return self._forward(support_x, support_y, query_x, with_penalty=True)[1]
-
-    def _forward(
-        self,
-        support_x: torch.Tensor,
-        support_y: torch.Tensor,
-        query_x: torch.Tensor,
-        with_penalty: bool,
-    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         if support_x.dim() != 3 or query_x.dim() != 3 or support_y.dim() != 2:
             raise ValueError(
                 f"expected support_x (B, S, D), support_y (B, S) and query_x "
@@ -350,15 +322,16 @@ class LEO(nn.Module):
             create_graph=create_graph,
         )
         logits = self._logits(query_x, class_weights, stochastic)
-        if not with_penalty:
-            return logits, {}
-        return logits, {
-            "kl": _kl_to_standard_normal(latent_mean, latent_logvar).mean(),
-            # The adapted codes are a target here, as in the paper: the
-            # penalty moves the encoder, not the inner loop.
-            "encoder": (latent_codes.detach() - initial_codes).square().mean(),
-            "orthogonality": self.orthogonality_penalty(),
-        }
+        kl = _kl_to_standard_normal(latent_mean, latent_logvar).mean()
+        # The adapted codes are a target here, as in the paper: the penalty
+        # moves the encoder, not the inner loop.
+        encoder = (latent_codes.detach() - initial_codes).square().mean()
+        penalty = (
+            self.kl_weight * kl
+            + self.encoder_penalty_weight * encoder
+            + self.orthogonality_weight * self.orthogonality_penalty()
+        )
+        return logits, penalty
 
     def orthogonality_penalty(self) -> torch.Tensor:
         """Mean squared difference between the decoder's correlation matrix and I.
@@ -682,9 +655,8 @@ class LEONetwork(nn.Module):
     --------
     >>> import torch
     >>> from sklearn_meta.nn.leo import LEO, LEONetwork
-    >>> network = LEONetwork(LEO(in_features=3, latent_dim=2), torch.nn.Linear(5, 3))
-    >>> support_y = torch.tensor([[0, 1]])
-    >>> network(torch.randn(1, 2, 5), support_y, torch.randn(1, 4, 5)).shape
+    >>> network = LEONetwork(LEO(3, latent_dim=2), torch.nn.Linear(5, 3))
+    >>> network(torch.randn(1, 2, 5), torch.tensor([[0, 1]]), torch.randn(1, 4, 5)).shape
     torch.Size([1, 4, 2])
     """
 

@@ -444,3 +444,37 @@ def test_out_of_range_parameters_are_refused(adapted, blobs, params):
     assert_array_equal(leo.predict_proba(X), before)
     with pytest.raises(ValueError, match=name):
         clone(leo).partial_fit(X[y < 32], y[y < 32])
+
+
+def test_training_step_adds_the_module_penalty():
+    """MetaNet's step trains on forward_with_penalty's penalty; forward stays penalty-free."""
+    from sklearn_meta._base import MetaNet
+    from sklearn_meta.nn.losses import EpisodeLoss
+
+    class Penalised(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.scale = torch.nn.Parameter(torch.tensor(2.0))
+
+        def forward(self, support_x, support_y, query_x):
+            return self.scale * query_x
+
+        def forward_with_penalty(self, support_x, support_y, query_x):
+            return self(support_x, support_y, query_x), 10 * self.scale**2
+
+    net = MetaNet(module=Penalised, criterion=EpisodeLoss(regression=False))
+    net.initialize()
+    inputs = {
+        "support_x": torch.zeros(1, 2, 2),
+        "support_y": torch.tensor([[0, 1]]),
+        "query_x": torch.tensor([[[1.0, 0.0], [0.0, 1.0]]]),
+    }
+    query_y = torch.tensor([[0, 1]])
+    step = net.train_step_single((inputs, query_y))
+    query_loss = net.criterion_(2 * inputs["query_x"], query_y)
+    torch.testing.assert_close(step["loss"], query_loss + 40)
+    scale = torch.tensor(2.0, requires_grad=True)
+    (net.criterion_(scale * inputs["query_x"], query_y) + 10 * scale**2).backward()
+    torch.testing.assert_close(net.module_.scale.grad, scale.grad)
+    # Evaluation sees predictions only.
+    torch.testing.assert_close(net.forward(inputs), 2 * inputs["query_x"])

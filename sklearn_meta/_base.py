@@ -33,6 +33,7 @@ from skorch.helper import predefined_split
 from skorch.utils import to_tensor
 
 from ._compat import Interval
+from ._distributed import DataParallel, fingerprint, process_device
 from .nn.losses import EpisodeLoss, episode_scores
 from .tasks import (
     Episodes,
@@ -58,6 +59,7 @@ SHARED_PARAMETER_CONSTRAINTS: dict = {
     "callbacks": [list, None],
     "augment": [callable, None],
     "device": [str, torch.device],
+    "distributed": ["boolean"],
     "random_state": ["random_state"],
     "verbose": ["verbose"],
 }
@@ -194,8 +196,11 @@ class EpisodeLoader:
     episodes' index tensors are gathered from the device-resident pool in one
     indexing operation per batch. ``augment``, when given, maps a batch of
     samples shaped ``(n, *sample_shape)`` to new ones of the same shape and is
-    applied to the support and query samples of every batch.
+    applied to the support and query samples of every batch. ``shard`` picks
+    the episodes of an epoch this process trains on (a distributed fit's share).
     """
+
+    shard = slice(None)
 
     def __init__(
         self,
@@ -214,7 +219,8 @@ class EpisodeLoader:
         return math.ceil(len(self.dataset) / self.batch_size)
 
     def __iter__(self):
-        episodes = self.dataset.epoch_episodes().to(self.dataset.X.device)
+        episodes = self.dataset.epoch_episodes()[self.shard]
+        episodes = episodes.to(self.dataset.X.device)
         for start in range(0, len(episodes), self.batch_size):
             batch = episodes[start : start + self.batch_size]
             inputs = batch.gather(self.dataset.X)
@@ -277,6 +283,10 @@ class MetaNet(NeuralNet):
         if training and regularization is not None:
             loss = loss + regularization()
         return loss
+
+
+class DataParallelMetaNet(DataParallel, MetaNet):
+    """A :class:`MetaNet` trained as one of the processes torchrun started."""
 
 
 class StopOnNonFiniteLoss(Callback):
@@ -505,6 +515,8 @@ class MetaLearnerBase(BaseEstimator):
         of the caller is left alone.
         """
         device = resolve_device(self.device)
+        if self.distributed:
+            device = process_device(device)
         seed = self._seed()
         train_part, valid_part = self._episode_samplers(
             targets, groups, regression, seed
@@ -563,7 +575,7 @@ class MetaLearnerBase(BaseEstimator):
                 # A wrong augmentation fails here, before any training.
                 augment_samples(self.augment, pool[:2], self.input_shape_)
         with seeded_rng(device, seed):
-            net = MetaNet(
+            net = (DataParallelMetaNet if self.distributed else MetaNet)(
                 module=build_module(),
                 criterion=EpisodeLoss(regression=regression),
                 optimizer=torch.optim.Adam,
@@ -580,6 +592,8 @@ class MetaLearnerBase(BaseEstimator):
                 verbose=int(self.verbose),
                 **extra,
             )
+            if self.distributed:
+                net.fingerprint = fingerprint(X, targets, groups, seed)
             try:
                 net.fit(train_set, y=None)
             except RuntimeError as error:

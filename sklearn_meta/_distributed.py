@@ -307,11 +307,16 @@ class DataParallel:
         if _rank() != 0:
             # Before skorch initialises them: a checkpoint makes its folder then.
             self.callbacks = _without_rank_zero_callbacks(self.callbacks or [])
-        return super().initialize_callbacks()
+        super().initialize_callbacks()
+        for _, callback in self.callbacks_:
+            if isinstance(callback, skorch_logging.ProgressBar):
+                # Its count is a one-process run's; a share has fewer batches.
+                callback.batches_per_epoch = "auto"
+        return self
 
     def fit_loop(self, X, y=None, epochs=None, **fit_params):
         group = self._group
-        parameters = [p for _, p in self.get_all_learnable_params()]
+        parameters = self._trained_parameters()
         group.check_same_start(self.module_, self.fingerprint)
         try:
             if len(X) < group.world_size:
@@ -328,6 +333,9 @@ class DataParallel:
         group.leave(parameters, failed=False)
         return self
 
+    def _trained_parameters(self) -> list:
+        return [p for _, p in self.get_all_learnable_params() if p.requires_grad]
+
     def get_iterator(self, dataset, training=False):
         iterator = super().get_iterator(dataset, training)
         group = self._group
@@ -341,6 +349,6 @@ class DataParallel:
     def train_step_single(self, batch, **fit_params):
         step = super().train_step_single(batch, **fit_params)
         if self._group is not None:
-            parameters = [p for _, p in self.get_all_learnable_params()]
+            parameters = self._trained_parameters()
             step["loss"] = self._group.average(parameters, step["loss"])
         return step

@@ -27,10 +27,13 @@ import sklearn_meta._base
 import sklearn_meta.nn.leo
 from sklearn_meta import LEOTransformer, MAMLFeatureExtractor, MetaMetricClassifier
 
-#: Tasks per process and outer step; the processes together see twice as many.
+#: Tasks per process and outer step (N_PROCESSES times as many in all).
 META_BATCH = 2
 N_STEPS = 5
-N_PROCESSES = 2
+#: benchmarks/gpu_check.sh runs the torchrun tests on CUDA: one process per GPU.
+N_PROCESSES = int(os.environ.get("SKLEARN_META_TEST_PROCESSES", 2))
+DEVICE = os.environ.get("SKLEARN_META_TEST_DEVICE", "cpu")
+needs_two = pytest.mark.skipif(N_PROCESSES < 2, reason="needs two processes")
 
 
 class Float64(nn.Module):
@@ -61,7 +64,7 @@ def _estimators(meta_batch_size: int, distributed: bool) -> dict:
         episodes_per_epoch=N_PROCESSES * META_BATCH * N_STEPS,
         max_epochs=1,
         meta_lr=0.01,
-        device="cpu",
+        device=DEVICE,
         distributed=distributed,
         random_state=0,
     )
@@ -276,7 +279,8 @@ def test_processes_end_equal_and_match_one_process(torchrun_output, name):
     reference = _one_process_reference(name)
     assert ranks[0].keys() == reference.keys()
     for key, expected in reference.items():
-        np.testing.assert_allclose(ranks[1][key], ranks[0][key], rtol=0, atol=1e-6)
+        for other in ranks[1:]:
+            np.testing.assert_allclose(other[key], ranks[0][key], rtol=0, atol=1e-6)
         np.testing.assert_allclose(ranks[0][key], expected, rtol=0, atol=1e-6)
 
 
@@ -288,15 +292,17 @@ def test_only_rank_zero_prints_and_saves(torchrun_output):
     assert not (out / "saved_1").exists()
 
 
+@needs_two
 def test_different_start_is_refused(torchrun_output):
     """Different seeds or different data fail on every process before training."""
     out, _ = torchrun_output
-    for rank in range(N_PROCESSES):
+    for rank in range(2):
         seed, data = json.loads((out / f"found_{rank}.json").read_text())["start"]
         assert "random_state" in seed and "initial parameters" in seed
         assert "training data" in data
 
 
+@needs_two
 def test_one_process_stopping_stops_the_others(torchrun_output):
     """A stop on one process ends both at the same step with the same parameters;
     an error on one makes the other fail with an error naming it."""
@@ -308,6 +314,19 @@ def test_one_process_stopping_stops_the_others(torchrun_output):
     assert found[1]["error"] == "ValueError: this process failed on purpose"
 
 
+def test_distributed_without_torchrun_is_refused(monkeypatch):
+    """distributed=True outside torchrun says how to launch, and trains nothing."""
+    from sklearn_meta._distributed import TORCHRUN_VARIABLES
+
+    for name in TORCHRUN_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    estimator = MetaMetricClassifier(distributed=True, device="cpu")
+    with pytest.raises(ValueError, match="torchrun --nproc_per_node"):
+        estimator.fit(*_data())
+    assert not hasattr(estimator, "net_")
+
+
+@pytest.mark.skipif(DEVICE != "cpu", reason="nccl's watchdog ends it after TIMEOUT")
 def test_killed_peer_ends_the_other_with_a_clear_error(tmp_path):
     """Killing one of two processes makes the other fail clearly within 60 s.
 
@@ -317,11 +336,11 @@ def test_killed_peer_ends_the_other_with_a_clear_error(tmp_path):
     """
     port = _free_port()
     processes = []
-    for rank in range(N_PROCESSES):
+    for rank in range(2):
         env = _environment() | {
             "RANK": str(rank),
             "LOCAL_RANK": str(rank),
-            "WORLD_SIZE": str(N_PROCESSES),
+            "WORLD_SIZE": str(2),
             "MASTER_ADDR": "127.0.0.1",
             "MASTER_PORT": str(port),
         }
@@ -348,6 +367,63 @@ def test_killed_peer_ends_the_other_with_a_clear_error(tmp_path):
                 process.kill()
     assert processes[0].returncode != 0
     assert "lost the other processes of the distributed fit" in output
+
+
+def test_grid_search_and_evaluation_on_a_dask_cluster():
+    """On two dask workers, GridSearchCV and evaluate_few_shot give the n_jobs=1 results.
+
+    Each worker has one thread and torch one per task (dask starts workers
+    with OMP_NUM_THREADS=1), as this process has, so the float32 reductions
+    run in the same order and the scores are equal, not merely close.
+    """
+    import joblib
+    from distributed import Client, LocalCluster
+    from sklearn.base import clone
+    from sklearn.model_selection import GridSearchCV
+
+    from sklearn_meta.model_selection import ClassKFold, evaluate_few_shot
+
+    X, y = _data()
+    search = GridSearchCV(
+        MAMLFeatureExtractor(
+            hidden_layer_sizes=(16,),
+            embedding_dim=8,
+            n_way=3,
+            k_shot=1,
+            n_query=2,
+            meta_batch_size=2,
+            max_epochs=1,
+            episodes_per_epoch=8,
+            device="cpu",
+            random_state=0,
+        ),
+        {"inner_lr": [0.05, 0.5], "inner_steps": [2]},
+        cv=ClassKFold(2),
+    )
+    evaluation = dict(n_way=3, n_query=2, n_episodes=30, random_state=0)
+    assert torch.get_num_threads() == 1
+    reference = clone(search).fit(X, y)
+    expected = evaluate_few_shot(reference.best_estimator_, X, y, **evaluation)
+    with (
+        LocalCluster(
+            n_workers=2, threads_per_worker=1, dashboard_address=None
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        assert set(client.run(torch.get_num_threads).values()) == {1}
+        with joblib.parallel_backend("dask"):
+            on_dask = clone(search).set_params(n_jobs=-1).fit(X, y)
+            result = evaluate_few_shot(
+                reference.best_estimator_, X, y, n_jobs=-1, **evaluation
+            )
+    assert on_dask.best_params_ == reference.best_params_
+    np.testing.assert_array_equal(
+        on_dask.cv_results_["mean_test_score"],
+        reference.cv_results_["mean_test_score"],
+    )
+    # The scores differ between candidates, so equal best_params_ means something.
+    assert len(set(reference.cv_results_["mean_test_score"])) > 1
+    np.testing.assert_array_equal(result.scores, expected.scores)
 
 
 if __name__ == "__main__":

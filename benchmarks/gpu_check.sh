@@ -7,6 +7,7 @@
 # installed without network. Usage, from the repository root:
 #     bash benchmarks/gpu_check.sh            # everything (about 8 minutes)
 #     QUICK=1 bash benchmarks/gpu_check.sh    # smaller grids
+#     DISTRIBUTED_ONLY=1 bash benchmarks/gpu_check.sh  # the torchrun/nccl part
 set -uo pipefail
 cd "$(dirname "$0")/.."
 if [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1; then
@@ -19,6 +20,13 @@ export PYTHONUNBUFFERED=1
 python3 -c "import torch; assert torch.cuda.is_available(), 'no CUDA GPU'; print('GPU:', torch.cuda.get_device_name(0), 'torch', torch.__version__)" || exit 1
 
 status=0
+echo "== distributed=True under torchrun: nccl, one process per GPU"
+n_gpus=$(python3 -c "import torch; print(torch.cuda.device_count())")
+SKLEARN_META_TEST_DEVICE=cuda SKLEARN_META_TEST_PROCESSES=$n_gpus python3 -m pytest -q -x \
+  -p no:cacheprovider tests/test_distributed.py -k "not dask" || status=1
+python3 benchmarks/distributed.py --device cuda --gpus "$n_gpus" --quick || status=1
+if [ -n "${DISTRIBUTED_ONLY:-}" ]; then exit $status; fi
+
 echo "== tests on CUDA"
 SKLEARN_META_TEST_DEVICE=cuda python3 -m pytest -q -x -p no:cacheprovider \
   tests/test_metric.py tests/test_maml.py tests/test_leo.py tests/test_nn_maml.py \

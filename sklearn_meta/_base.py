@@ -40,6 +40,7 @@ from ._checks import (
     check_labels,
 )
 from ._compat import Interval
+from ._distributed import DataParallel, fingerprint, process_device
 from .model_selection import evaluate_few_shot
 from .nn.losses import EpisodeLoss, episode_scores
 from .tasks import Episodes, TaskCollection, training_and_validation_samplers
@@ -59,6 +60,7 @@ SHARED_PARAMETER_CONSTRAINTS: dict = {
     "callbacks": [list, None],
     "augment": [callable, None],
     "device": [str, torch.device],
+    "distributed": ["boolean"],
     "random_state": ["random_state"],
     "verbose": ["verbose"],
 }
@@ -176,8 +178,11 @@ class EpisodeLoader:
     episodes' index tensors are gathered from the device-resident pool in one
     indexing operation per batch. ``augment``, when given, maps a batch of
     samples shaped ``(n, *sample_shape)`` to new ones of the same shape and is
-    applied to the support and query samples of every batch.
+    applied to the support and query samples of every batch. ``shard`` picks
+    the episodes of an epoch this process trains on (a distributed fit's share).
     """
+
+    shard = slice(None)
 
     def __init__(
         self,
@@ -196,7 +201,8 @@ class EpisodeLoader:
         return math.ceil(len(self.dataset) / self.batch_size)
 
     def __iter__(self):
-        episodes = self.dataset.epoch_episodes().to(self.dataset.X.device)
+        episodes = self.dataset.epoch_episodes()[self.shard]
+        episodes = episodes.to(self.dataset.X.device)
         for start in range(0, len(episodes), self.batch_size):
             batch = episodes[start : start + self.batch_size]
             inputs = batch.gather(self.dataset.X)
@@ -268,6 +274,10 @@ class MetaNet(NeuralNet):
         loss = self.get_loss(predictions, targets, X=inputs, training=True) + penalty
         loss.backward()
         return {"loss": loss, "y_pred": predictions}
+
+
+class DataParallelMetaNet(DataParallel, MetaNet):
+    """A :class:`MetaNet` trained as one of the processes torchrun started."""
 
 
 class StopOnNonFiniteLoss(Callback):
@@ -448,6 +458,8 @@ class MetaLearnerBase(AdaptationMixin, BaseEstimator):
         of the caller is left alone.
         """
         device = resolve_device(self.device)
+        if self.distributed:
+            device = process_device(device)
         seed = self._seed()
         train_part, valid_part = training_and_validation_samplers(
             targets,
@@ -513,7 +525,7 @@ class MetaLearnerBase(AdaptationMixin, BaseEstimator):
                 # A wrong augmentation fails here, before any training.
                 augment_samples(self.augment, pool[:2], self.input_shape_)
         with seeded_rng(device, seed):
-            net = MetaNet(
+            net = (DataParallelMetaNet if self.distributed else MetaNet)(
                 module=build_module(),
                 criterion=EpisodeLoss(regression=regression),
                 optimizer=torch.optim.Adam,
@@ -530,6 +542,8 @@ class MetaLearnerBase(AdaptationMixin, BaseEstimator):
                 verbose=int(self.verbose),
                 **extra,
             )
+            if self.distributed:
+                net.fingerprint = fingerprint(X, targets, groups, seed)
             try:
                 net.fit(train_set, y=None)
             except RuntimeError as error:

@@ -147,6 +147,12 @@ class LEOTransformer(
         there are few training classes to learn from.
     device : {"auto", "cpu", "cuda"} or str, default="auto"
         Where the network runs; ``"auto"`` picks CUDA when available.
+    distributed : bool, default=False
+        Meta-train as one of the processes started by ``torchrun``: each
+        process trains on its share of every meta-batch (so one outer step
+        sees ``WORLD_SIZE * meta_batch_size`` episodes) and the gradients are
+        averaged across processes. Only rank 0 prints and saves. See the
+        "Scaling out" page of the documentation.
     random_state : int, RandomState instance or None, default=None
         Seeds the initialisation and the episodes; the same seed gives the
         same model bit for bit on CPU.
@@ -282,6 +288,7 @@ class LEOTransformer(
         callbacks=None,
         augment=None,
         device="auto",
+        distributed=False,
         random_state=None,
         verbose=0,
     ):
@@ -311,6 +318,7 @@ class LEOTransformer(
         self.callbacks = callbacks
         self.augment = augment
         self.device = device
+        self.distributed = distributed
         self.random_state = random_state
         self.verbose = verbose
 

@@ -127,6 +127,12 @@ class MAMLFeatureExtractor(
         there are few training classes to learn from.
     device : {"auto", "cpu", "cuda"} or str, default="auto"
         Where the network runs.
+    distributed : bool, default=False
+        Meta-train as one of the processes started by ``torchrun``: each
+        process trains on its share of every meta-batch (so one outer step
+        sees ``WORLD_SIZE * meta_batch_size`` episodes) and the gradients are
+        averaged across processes. Only rank 0 prints and saves. See the
+        "Scaling out" page of the documentation.
     random_state : int, RandomState instance or None, default=None
         Seeds initialisation and episodes; bit-for-bit repeatable on CPU.
     verbose : int, default=0
@@ -236,6 +242,7 @@ class MAMLFeatureExtractor(
         callbacks=None,
         augment=None,
         device="auto",
+        distributed=False,
         random_state=None,
         verbose=0,
     ):
@@ -262,6 +269,7 @@ class MAMLFeatureExtractor(
         self.callbacks = callbacks
         self.augment = augment
         self.device = device
+        self.distributed = distributed
         self.random_state = random_state
         self.verbose = verbose
 

@@ -17,10 +17,12 @@ from dataclasses import dataclass
 from numbers import Integral
 
 import numpy as np
+from joblib import effective_n_jobs
 from sklearn.model_selection import BaseCrossValidator
 from sklearn.pipeline import Pipeline
-from sklearn.utils import check_random_state
+from sklearn.utils import check_random_state, gen_even_slices
 from sklearn.utils.multiclass import type_of_target
+from sklearn.utils.parallel import Parallel, delayed
 from sklearn.utils.validation import check_is_fitted, column_or_1d
 
 from .tasks import make_sampler
@@ -157,6 +159,7 @@ def evaluate_few_shot(
     n_episodes: int = 600,
     groups=None,
     random_state=None,
+    n_jobs=None,
 ) -> FewShotResult:
     """Mean few-shot score of a fitted meta-learner over episodes of ``(X, y)``.
 
@@ -182,6 +185,11 @@ def evaluate_few_shot(
         ``y`` is continuous).
     random_state : int, RandomState instance or None, default=None
         Seeds the episodes.
+    n_jobs : int, default=None
+        Score the episodes in this many shares in parallel, through joblib's
+        active backend (a dask cluster inside
+        ``joblib.parallel_backend("dask")``); ``None`` means 1 and -1 all
+        workers. The episodes and their scores do not depend on it.
 
     Returns
     -------
@@ -216,11 +224,22 @@ def evaluate_few_shot(
         _warn_if_classes_were_seen(learner, y)
     for transformer in transformers:
         X = transformer.transform(X)
+    n_shares = min(effective_n_jobs(n_jobs), len(episodes))
+    if n_shares == 1:
+        return _result(_episode_scores(learner, X, y, episodes, regression))
+    shares = Parallel(n_jobs=n_jobs)(
+        delayed(_episode_scores)(learner, X, y, episodes[share], regression)
+        for share in gen_even_slices(len(episodes), n_shares)
+    )
+    return _result(np.concatenate(shares))
+
+
+def _episode_scores(learner, X, y, episodes, regression) -> np.ndarray:
     batched = getattr(learner, "_few_shot_scores", None)
     scores = batched(X, episodes) if batched is not None else None
     if scores is None:
         scores = _scores_episode_by_episode(learner, X, y, episodes, regression)
-    return _result(scores)
+    return np.asarray(scores)
 
 
 def _warn_if_classes_were_seen(learner, y) -> None:

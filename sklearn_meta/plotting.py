@@ -10,6 +10,7 @@ draws, so the rest of sklearn-meta works without it.
 from __future__ import annotations
 
 import copy
+import warnings
 from numbers import Integral
 
 import numpy as np
@@ -210,7 +211,9 @@ class AdaptationCurveDisplay:
         For each number of steps, a copy of ``estimator`` gets it through
         ``set_params`` and is scored by
         :func:`~sklearn_meta.model_selection.evaluate_few_shot` on the same
-        episodes. ``estimator`` itself is left unchanged.
+        episodes. ``estimator`` itself is left unchanged. When every episode
+        scores the same at every number of steps, the estimator did not read
+        the parameter at adaptation, and a ``UserWarning`` says so.
 
         Parameters
         ----------
@@ -278,6 +281,16 @@ class AdaptationCurveDisplay:
                     n_episodes=n_episodes,
                     random_state=seed,
                 )
+            )
+        if len(results) > 1 and all(
+            np.array_equal(r.scores, results[0].scores) for r in results
+        ):
+            warnings.warn(
+                f"every episode scored the same whatever {param_name} was: "
+                f"{type(learner).__name__} does not read {param_name} at "
+                "adaptation (it may fix it at fit), so the curve is flat",
+                UserWarning,
+                stacklevel=2,
             )
         # Regression scores are negative MSE; the curve shows the MSE itself.
         sign = -1.0 if regression else 1.0

@@ -111,6 +111,17 @@ def test_adaptation_curve_of_regression_shows_the_mse():
     assert display.line_.get_ydata()[0] == pytest.approx(-expected.mean)
 
 
+def test_adaptation_curve_warns_when_the_parameter_changes_nothing(metric, split):
+    """A parameter not read at adaptation gives a flat curve and a warning."""
+    _, _, X_new, y_new = split
+    with pytest.warns(UserWarning, match="does not read finetune_lr"):
+        display = AdaptationCurveDisplay.from_estimator(
+            metric, X_new, y_new, steps=[1e-3, 1e-1], param_name="finetune_lr",
+            n_episodes=5, random_state=0,
+        )  # fmt: skip
+    assert display.scores[0] == display.scores[1]
+
+
 def test_adaptation_curve_needs_a_step_parameter(split):
     """An estimator with no step parameter gets a message naming param_name."""
     from sklearn.pipeline import make_pipeline

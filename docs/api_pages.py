@@ -74,7 +74,6 @@ def api_page() -> str:
             "",
             f".. automodule:: {module.__name__}",
             "   :no-members:",
-            "   :no-index:",
             "",
             f".. currentmodule:: {module.__name__}",
             "",

@@ -47,7 +47,7 @@ html_theme_options = {
     "page_width": "1100px",
     "sidebar_width": "230px",
 }
-html_static_path = []
+html_static_path = ["_static"]
 pygments_style = "sphinx"
 
 # -- API reference: one page per public name, from the modules' __all__ --------
@@ -56,6 +56,16 @@ autosummary_generate = True
 autodoc_inherit_docstrings = False  # torch's generic forward() text says nothing here
 autodoc_typehints = "none"  # numpydoc's Parameters section says the types
 add_module_names = False
+# Every cross-reference must resolve. Without intersphinx (no network at build
+# time) other libraries' names cannot: they stay plain code.
+nitpicky = True
+nitpick_ignore_regex = [
+    (r"py:.*", r"(sklearn|torch|skorch|numpy|matplotlib|joblib)(\..*)?"),
+    # Fitted properties of the private estimator base class, named in the
+    # estimators' Attributes sections.
+    (r"py:obj", r"module_|history_"),
+    (r"py:class", r"sklearn_meta\.nn\.losses\..*"),
+]
 
 # -- numpydoc: every public object documented, every parameter described ------
 numpydoc_show_class_members = False

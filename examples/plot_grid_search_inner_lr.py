@@ -11,9 +11,6 @@ through the search as flat pixel rows with ``input_shape``.
 """
 
 # %%
-import matplotlib
-
-matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 from sklearn.model_selection import GridSearchCV

@@ -2,7 +2,8 @@
 
 The demo meta-trains on the embedded synthetic glyphs (or an Omniglot folder
 or zip) and prints few-shot accuracy on held-out classes next to the
-raw-pixel nearest-centroid baseline.
+raw-pixel nearest-centroid baseline; ``--plot FILE`` also saves them, with the
+meta-training loss, as a figure.
 """
 
 from __future__ import annotations
@@ -81,6 +82,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--device", default="auto")
     demo.add_argument("--json", action="store_true", help="print one JSON line")
+    demo.add_argument(
+        "--plot",
+        metavar="FILE",
+        default=None,
+        help="save a figure of accuracy against shots (next to raw pixels) and "
+        "of the meta-training loss to FILE (.png, .pdf, .svg; needs matplotlib)",
+    )
     demo.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
@@ -151,10 +159,54 @@ def _estimator(name, args, n_way):
     return metric
 
 
+def _check_plot_file(path: str) -> None:
+    """Fail before any training if ``path`` cannot be written as a figure."""
+    try:
+        from matplotlib.figure import Figure
+    except ImportError:
+        raise ValueError(
+            "--plot needs matplotlib: pip install matplotlib (or "
+            "pip install 'sklearn-meta[plot]')"
+        ) from None
+    formats = Figure().canvas.get_supported_filetypes()
+    suffix = path.rsplit(".", 1)[-1].lower() if "." in path else ""
+    if suffix not in formats:
+        raise ValueError(
+            f"--plot {path!r}: the file name must end in one of "
+            f"{', '.join('.' + f for f in sorted(formats))}"
+        )
+
+
+def _save_plot(path: str, estimator, shots, learned, pixels, n_way: int) -> None:
+    """Accuracy against shots next to raw pixels, and the meta-training loss."""
+    from matplotlib.figure import Figure
+
+    from .plotting import MetaTrainingDisplay, ShotCurveDisplay
+
+    order = np.argsort(shots)
+    learned, pixels = [learned[i] for i in order], [pixels[i] for i in order]
+    # A Figure without pyplot: no window and no GUI backend, wherever it runs.
+    figure = Figure(figsize=(11, 4), layout="constrained")
+    shot_ax, training_ax = figure.subplots(1, 2)
+    ShotCurveDisplay(
+        shots=np.asarray(shots)[order],
+        scores=[r.mean for r in learned],
+        ci95=[r.ci95 for r in learned],
+        baseline_scores=[r.mean for r in pixels],
+        baseline_ci95=[r.ci95 for r in pixels],
+        n_way=n_way,
+        estimator_name="meta-learned",
+    ).plot(ax=shot_ax)
+    MetaTrainingDisplay.from_estimator(estimator, ax=training_ax)
+    figure.savefig(path)
+
+
 def demo(args) -> dict:
     """Run the demo; returns the figures it prints."""
     from .model_selection import evaluate_few_shot, evaluate_nearest_centroid
 
+    if args.plot is not None:
+        _check_plot_file(args.plot)
     start = time.perf_counter()
     X_train, y_train, X_test, y_test, source = _load(args.data, args.seed)
     n_test_classes = len(np.unique(y_test))
@@ -177,6 +229,7 @@ def demo(args) -> dict:
     say(
         f"\n{args.ways}-way accuracy on new classes ({args.episodes} episodes, 95% CI):"
     )
+    results = []
     for k_shot in args.shots:
         common = dict(
             n_way=args.ways,
@@ -191,6 +244,17 @@ def demo(args) -> dict:
         figures[f"{args.ways}way_{k_shot}shot"] = round(learned.mean, 4)
         figures[f"{args.ways}way_{k_shot}shot_ci95"] = round(learned.ci95, 4)
         figures[f"{args.ways}way_{k_shot}shot_pixels"] = round(pixels.mean, 4)
+        results.append((learned, pixels))
+    if args.plot is not None:
+        _save_plot(
+            args.plot,
+            estimator,
+            args.shots,
+            [learned for learned, _ in results],
+            [pixels for _, pixels in results],
+            args.ways,
+        )
+        say(f"\nFigure saved to {args.plot}.")
     figures["total_seconds"] = round(time.perf_counter() - start, 1)
     say(f"\nDone in {figures['total_seconds']:.0f} s.")
     if args.json:

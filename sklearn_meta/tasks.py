@@ -83,7 +83,22 @@ class TaskCollection(Sequence):
 
     @classmethod
     def from_arrays(cls, X, y, groups) -> TaskCollection:
-        """Split ``X, y`` into one task per distinct value of ``groups``."""
+        """Split ``X, y`` into one task per distinct value of ``groups``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, ...)
+            Samples of all tasks.
+        y : array-like of shape (n_samples,)
+            Their targets.
+        groups : array-like of shape (n_samples,)
+            Task id of each sample.
+
+        Returns
+        -------
+        tasks : TaskCollection
+            One ``(X_i, y_i)`` task per group, in the order of the sorted ids.
+        """
         X, y, groups = np.asarray(X), np.asarray(y), np.asarray(groups)
         if not (len(X) == len(y) == len(groups)):
             raise ValueError(
@@ -118,7 +133,7 @@ def _check_task(index: int, task) -> tuple[np.ndarray, np.ndarray]:
 class Episodes:
     """A batch of episodes as index tensors into a sample pool.
 
-    Attributes
+    Parameters
     ----------
     support_index, query_index : LongTensor of shape (n_episodes, n_support) and (n_episodes, n_query_total)
         Rows of the pool in each episode's support and query set.
@@ -144,7 +159,18 @@ class Episodes:
         )
 
     def to(self, device) -> Episodes:
-        """The same episodes with every tensor on ``device``."""
+        """The same episodes with every tensor on ``device``.
+
+        Parameters
+        ----------
+        device : str or torch.device
+            Where the tensors go.
+
+        Returns
+        -------
+        episodes : Episodes
+            A copy on ``device``.
+        """
         return Episodes(*(t.to(device) for t in self._tensors()))
 
     def _tensors(self):
@@ -156,7 +182,19 @@ class Episodes:
         )
 
     def gather(self, X: torch.Tensor) -> dict[str, torch.Tensor]:
-        """The module inputs of these episodes, gathered from the pool ``X``."""
+        """The module inputs of these episodes, gathered from the pool ``X``.
+
+        Parameters
+        ----------
+        X : torch.Tensor of shape (n_samples, ...)
+            The sample pool the indices point into.
+
+        Returns
+        -------
+        inputs : dict of str to torch.Tensor
+            ``support_x``, ``support_y`` and ``query_x``, each with a leading
+            episode dimension.
+        """
         return {
             "support_x": X[self.support_index],
             "support_y": self.support_target,
@@ -172,6 +210,25 @@ def plan_episodes(
     Small data is not an error: a warning says what was shrunk. Only data
     that cannot form one episode (fewer than two classes with more than
     ``k_shot`` samples) raises a ``ValueError``.
+
+    Parameters
+    ----------
+    counts : sequence of int
+        Samples of each class.
+    n_way : int
+        Classes per episode asked for.
+    k_shot : int
+        Support samples per class.
+    n_query : int
+        Query samples per class asked for.
+    where : str, default=""
+        Words inserted in the messages after "the data", such as
+        ``" to evaluate"``.
+
+    Returns
+    -------
+    n_way, n_query : int
+        The episode shape the data allows.
     """
     counts = np.asarray(counts)
     eligible = counts[counts > k_shot]
@@ -271,7 +328,18 @@ class EpisodeSampler:
         self.generator = _generator(seed)
 
     def sample(self, n_episodes: int) -> Episodes:
-        """Draw ``n_episodes`` episodes."""
+        """Draw ``n_episodes`` episodes.
+
+        Parameters
+        ----------
+        n_episodes : int
+            Number of episodes.
+
+        Returns
+        -------
+        episodes : Episodes
+            Their index and target tensors.
+        """
         n_classes = len(self.classes)
         class_keys = torch.rand(n_episodes, n_classes, generator=self.generator)
         chosen = class_keys.argsort(dim=1)[:, : self.n_way]
@@ -357,7 +425,18 @@ class GroupTaskSampler:
             sampler.generator = self.generator
 
     def sample(self, n_episodes: int) -> Episodes:
-        """Draw ``n_episodes`` tasks, each from a group chosen uniformly."""
+        """Draw ``n_episodes`` tasks, each from a group chosen uniformly.
+
+        Parameters
+        ----------
+        n_episodes : int
+            Number of episodes.
+
+        Returns
+        -------
+        episodes : Episodes
+            Their index and target tensors.
+        """
         chosen = torch.randint(
             len(self.tasks), (n_episodes,), generator=self.generator
         ).tolist()

@@ -35,6 +35,37 @@ def test_demo_runs_and_prints_figures(estimator, capsys):
     assert 0.3 < figures["5way_1shot_pixels"] < 0.7
 
 
+def test_demo_plot_saves_the_printed_figures(tmp_path, monkeypatch, capsys):
+    """--plot saves accuracy against shots (the printed numbers) and the loss."""
+    from matplotlib.figure import Figure
+
+    saved = []
+    save = Figure.savefig
+
+    def record(figure, *args, **kwargs):
+        saved.append(figure)
+        return save(figure, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", record)
+    path = tmp_path / "demo.png"
+    main(
+        ["demo", "--epochs", "1", "--train-episodes", "8", "--episodes", "20",
+         "--shots", "2", "1", "--json", "--device", "cpu", "--plot", str(path)]
+    )  # fmt: skip
+    figures = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    shot_ax, training_ax = saved[0].axes[:2]
+    learned, pixels = shot_ax.get_lines()
+    assert learned.get_xdata().tolist() == [1, 2]
+    assert learned.get_ydata() == pytest.approx(
+        [figures["5way_1shot"], figures["5way_2shot"]], abs=1e-4
+    )
+    assert pixels.get_ydata()[1] == pytest.approx(
+        figures["5way_2shot_pixels"], abs=1e-4
+    )
+    assert training_ax.get_lines()[0].get_xdata()[-1] == 8  # episodes trained on
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 def test_demo_on_omniglot_holds_out_alphabets(capsys):
     """--data reads Omniglot and tests on alphabets never trained on."""
     path = omniglot_path()
@@ -74,6 +105,7 @@ def test_demo_on_omniglot_holds_out_alphabets(capsys):
             "held-out classes",
         ),
         (["demo", "--device", "tpu", "--epochs", "1"], "device"),
+        (["demo", "--plot", "figure.xyz"], "file name must end in one of"),
         ([], "required"),
     ],
 )

@@ -58,7 +58,18 @@ class RandomAffine(nn.Module):
         self.translation = float(translation)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """Augmented copies of ``images`` ``(n, C, H, W)``."""
+        """Augmented copies of ``images`` ``(n, C, H, W)``.
+
+        Parameters
+        ----------
+        images : torch.Tensor of shape (n, C, H, W)
+            A batch of images; each gets its own random transform.
+
+        Returns
+        -------
+        augmented : torch.Tensor of shape (n, C, H, W)
+            The transformed images.
+        """
         if images.dim() != 4:
             raise ValueError(
                 f"RandomAffine expects images of shape (n, C, H, W), got {tuple(images.shape)}"

@@ -27,6 +27,13 @@ class TaskBatchNorm2d(nn.Module):
     With ``elementary=True`` the normalisation is written with elementary
     operations: under ``vmap`` the second-order gradient of the native
     ``batch_norm`` kernel was measured wrong in torch 2.13, this form is exact.
+
+    Parameters
+    ----------
+    num_features : int
+        Channels of the input.
+    eps : float, default=1e-5
+        Added to the variance before its square root.
     """
 
     def __init__(self, num_features: int, eps: float = 1e-5) -> None:
@@ -66,6 +73,15 @@ def calibrate_batch_norm(
     one batch (accumulated over chunks so memory stays bounded), so eval-mode
     outputs afterwards match a training-mode pass over ``x`` while no longer
     depending on the batch composition.
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+        The network whose :class:`TaskBatchNorm2d` layers are calibrated.
+    x : torch.Tensor
+        Inputs of ``module`` whose statistics the layers store.
+    chunk_size : int, default=1024
+        Samples per forward pass.
     """
     layers = [m for m in module.modules() if isinstance(m, TaskBatchNorm2d)]
     if not layers:
@@ -111,6 +127,18 @@ def forward_in_float64(module: nn.Module, *inputs: torch.Tensor) -> torch.Tensor
     transform would change in the seventh digit with the batch. In float64
     that noise is far below float32 resolution. The copies are made per call:
     for these networks that costs less than the forward pass itself.
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+        The network; its own weights are left as they are.
+    *inputs : torch.Tensor
+        Its inputs, converted to float64.
+
+    Returns
+    -------
+    output : torch.Tensor
+        ``module``'s float64 output.
     """
     params = {name: p.detach().double() for name, p in module.named_parameters()}
     buffers = {
@@ -124,7 +152,16 @@ def forward_in_float64(module: nn.Module, *inputs: torch.Tensor) -> torch.Tensor
 
 
 def set_elementary_batch_norm(module: nn.Module, elementary: bool = True) -> None:
-    """Switch every :class:`TaskBatchNorm2d` in ``module`` to elementary operations."""
+    """Switch every :class:`TaskBatchNorm2d` in ``module`` to elementary operations.
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+        The network whose layers are switched.
+    elementary : bool, default=True
+        Whether the layers normalise with elementary operations (exact
+        second-order gradients under ``vmap``) or the native kernel.
+    """
     for layer in module.modules():
         if isinstance(layer, TaskBatchNorm2d):
             layer.elementary = elementary
@@ -134,6 +171,15 @@ class MLP(nn.Module):
     """Fully connected network for tabular rows: ``Linear -> ReLU`` blocks.
 
     The last layer is linear, so the embedding is not clipped at zero.
+
+    Parameters
+    ----------
+    in_features : int
+        Width of an input row (a sample is flattened to it).
+    hidden_layer_sizes : sequence of int, default=(128, 128)
+        Width of each hidden ``Linear -> ReLU`` block.
+    out_features : int, default=64
+        Width of the embedding.
     """
 
     def __init__(
@@ -173,6 +219,8 @@ class Conv4(nn.Module):
         ``"max_pool"`` is the layout of the MAML and prototypical-network
         papers; ``"stride"`` uses stride-2 convolutions instead of pooling
         (learn2learn's ``OmniglotCNN``), about four times cheaper.
+    n_blocks : int, default=4
+        Number of convolution blocks.
     """
 
     def __init__(
@@ -256,6 +304,22 @@ def make_backbone(
     ``embedding_dim`` channels), ``"conv4_strided"`` (stride-2 Conv4) or an
     ``nn.Module`` used as it is. ``input_shape`` is ``(n_features,)`` for
     rows and ``(C, H, W)`` for images.
+
+    Parameters
+    ----------
+    kind : {"mlp", "conv4", "conv4_strided"} or torch.nn.Module
+        The backbone to build, or one to return as it is.
+    input_shape : sequence of int
+        Shape of one sample: ``(n_features,)`` or ``(C, H, W)``.
+    hidden_layer_sizes : sequence of int, default=(128, 128)
+        Hidden widths of the ``"mlp"`` backbone.
+    embedding_dim : int, default=64
+        Width of the embedding (and channels of the Conv4 backbones).
+
+    Returns
+    -------
+    backbone : torch.nn.Module
+        The network, untrained.
     """
     if isinstance(kind, nn.Module):
         return kind
@@ -285,7 +349,21 @@ def make_backbone(
 
 
 def embedding_size(backbone: nn.Module, input_shape: Sequence[int]) -> int:
-    """Width of the embedding that ``backbone`` gives for one sample."""
+    """Width of the embedding that ``backbone`` gives for one sample.
+
+    Parameters
+    ----------
+    backbone : torch.nn.Module
+        The network; its ``out_features`` when it has one, otherwise measured
+        on a forward pass of zeros.
+    input_shape : sequence of int
+        Shape of one sample.
+
+    Returns
+    -------
+    n_features : int
+        Width of the flattened output of one sample.
+    """
     size = getattr(backbone, "out_features", None)
     if isinstance(size, int):
         return size

@@ -38,7 +38,7 @@ _PAIR_CHUNK = 2**16
 class LEOState:
     """One task adapted by :meth:`LEO.adapt`; pass it back to continue adapting.
 
-    Attributes
+    Parameters
     ----------
     latent_codes : torch.Tensor of shape (n_classes, latent_dim)
         Class latent codes after the latent-space gradient steps.
@@ -454,7 +454,20 @@ class LEO(nn.Module):
         )
 
     def predict_logits(self, x: torch.Tensor, state: LEOState) -> torch.Tensor:
-        """Logits ``(n, n_classes)`` of the adapted classifier for ``x (n, D)``."""
+        """Logits ``(n, n_classes)`` of the adapted classifier for ``x (n, D)``.
+
+        Parameters
+        ----------
+        x : torch.Tensor of shape (n, D)
+            Features.
+        state : LEOState
+            The adapted task.
+
+        Returns
+        -------
+        logits : torch.Tensor of shape (n, n_classes)
+            ``x @ state.class_weights.T``.
+        """
         return x @ state.class_weights.T
 
     def encode(self, x: torch.Tensor, state: LEOState | None = None) -> torch.Tensor:
@@ -473,6 +486,18 @@ class LEO(nn.Module):
         so that a sample moves with its class's code; meant for drawing the
         latent space before and after adaptation. The class codes themselves
         are ``state.initial_codes`` and ``state.latent_codes``.
+
+        Parameters
+        ----------
+        x : torch.Tensor of shape (n, D)
+            Features.
+        state : LEOState or None, default=None
+            An adapted task, to move the codes with their classes.
+
+        Returns
+        -------
+        codes : torch.Tensor of shape (n, latent_dim)
+            One latent code per sample.
         """
         codes = self.encoder(x)
         pairs = torch.cat([codes, codes], dim=-1)

@@ -68,11 +68,34 @@ class PrototypicalNetwork(nn.Module):
             self.low_rank = None
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
-        """Embeddings ``(n, embedding_dim)`` of a batch of samples."""
+        """Embeddings ``(n, embedding_dim)`` of a batch of samples.
+
+        Parameters
+        ----------
+        x : torch.Tensor of shape (n, ...)
+            Samples, in the shape the backbone takes.
+
+        Returns
+        -------
+        embeddings : torch.Tensor of shape (n, embedding_dim)
+            The backbone's output.
+        """
         return self.backbone(x)
 
     def metric_space(self, embeddings: torch.Tensor) -> torch.Tensor:
-        """Map embeddings to the space in which the metric is euclidean (or cosine)."""
+        """Map embeddings to the space in which the metric is euclidean (or cosine).
+
+        Parameters
+        ----------
+        embeddings : torch.Tensor of shape (..., embedding_dim)
+            Embeddings of samples or prototypes.
+
+        Returns
+        -------
+        mapped : torch.Tensor of shape (..., n_dims)
+            Normalised (cosine), scaled and extended by the low-rank part
+            (Mahalanobis), or unchanged (euclidean).
+        """
         if self.metric == "cosine":
             return F.normalize(embeddings, dim=-1)
         if self.metric == "mahalanobis":
@@ -88,13 +111,41 @@ class PrototypicalNetwork(nn.Module):
     def class_prototypes(
         embeddings: torch.Tensor, labels: torch.Tensor, n_classes: int
     ) -> torch.Tensor:
-        """Mean embedding of each class: ``(..., S, D), (..., S) -> (..., n_classes, D)``."""
+        """Mean embedding of each class: ``(..., S, D), (..., S) -> (..., n_classes, D)``.
+
+        Parameters
+        ----------
+        embeddings : torch.Tensor of shape (..., S, D)
+            Support embeddings.
+        labels : torch.Tensor of shape (..., S)
+            Their classes, in ``0..n_classes-1``.
+        n_classes : int
+            Number of classes; a class without examples gets a zero prototype.
+
+        Returns
+        -------
+        prototypes : torch.Tensor of shape (..., n_classes, D)
+            Class means.
+        """
         one_hot = F.one_hot(labels, n_classes).to(embeddings.dtype)
         sums = one_hot.transpose(-1, -2) @ embeddings
         return sums / one_hot.sum(dim=-2).clamp_min(1.0).unsqueeze(-1)
 
     def logits(self, queries: torch.Tensor, prototypes: torch.Tensor) -> torch.Tensor:
-        """Logits ``(..., Q, C)`` of query embeddings against class prototypes."""
+        """Logits ``(..., Q, C)`` of query embeddings against class prototypes.
+
+        Parameters
+        ----------
+        queries : torch.Tensor of shape (..., Q, D)
+            Query embeddings.
+        prototypes : torch.Tensor of shape (..., C, D)
+            Class prototypes.
+
+        Returns
+        -------
+        logits : torch.Tensor of shape (..., Q, C)
+            Minus the scaled squared distance, or the scaled cosine similarity.
+        """
         temperature = self.log_temperature.exp()
         queries = self.metric_space(queries)
         prototypes = self.metric_space(prototypes)
@@ -110,7 +161,22 @@ class PrototypicalNetwork(nn.Module):
     def forward(
         self, support_x: torch.Tensor, support_y: torch.Tensor, query_x: torch.Tensor
     ) -> torch.Tensor:
-        """Query logits ``(B, Q, n_way)`` for a meta-batch of ``B`` episodes."""
+        """Query logits ``(B, Q, n_way)`` for a meta-batch of ``B`` episodes.
+
+        Parameters
+        ----------
+        support_x : torch.Tensor of shape (B, S, ...)
+            Support samples of each episode.
+        support_y : torch.Tensor of shape (B, S)
+            Their classes, in ``0..n_way-1``.
+        query_x : torch.Tensor of shape (B, Q, ...)
+            Query samples of each episode.
+
+        Returns
+        -------
+        logits : torch.Tensor of shape (B, Q, n_way)
+            Logits of each query against its episode's prototypes.
+        """
         n_tasks, n_support = support_y.shape
         n_query = query_x.shape[1]
         # One backbone pass for all support and query samples of all tasks.

@@ -32,7 +32,9 @@ from skorch.dataset import unpack_data
 from skorch.helper import predefined_split
 from skorch.utils import to_tensor
 
-from ._compat import Interval
+from ._compat import Interval, StrOptions
+from ._data import INFERENCE_DTYPES, Samples
+from .nn.backbones import batch_statistics, calibrate_batch_norm, inference_forward
 from .nn.losses import EpisodeLoss, episode_scores
 from .tasks import (
     Episodes,
@@ -58,6 +60,7 @@ SHARED_PARAMETER_CONSTRAINTS: dict = {
     "callbacks": [list, None],
     "augment": [callable, None],
     "device": [str, torch.device],
+    "inference_dtype": [StrOptions(set(INFERENCE_DTYPES))],
     "random_state": ["random_state"],
     "verbose": ["verbose"],
 }
@@ -66,8 +69,9 @@ SHARED_PARAMETER_CONSTRAINTS: dict = {
 #: that the validation scores of two epochs are comparable.
 N_VALIDATION_EPISODES = 100
 
-#: How many samples are embedded at once outside training.
-CHUNK_SIZE = 1024
+#: Training samples whose statistics the BatchNorm layers keep after fit: a
+#: fixed number, so calibration costs the same whatever the data's size.
+N_CALIBRATION_SAMPLES = 1024
 
 
 def resolve_device(device) -> torch.device:
@@ -161,40 +165,51 @@ def is_task_list(X, y) -> bool:
 
 
 class EpisodeDataset(torch.utils.data.Dataset):
-    """A sample pool on the device and a sampler: one item is one episode.
+    """Episodes over some rows of a sample pool: one item is one episode.
 
-    With ``fixed=True`` the episodes are drawn once (validation episodes
-    that stay the same every epoch); otherwise each epoch draws new ones.
+    ``rows`` are the pool's rows the sampler's indices refer to. With
+    ``fixed=True`` the episodes are drawn once (validation episodes that stay
+    the same every epoch); otherwise each epoch draws new ones.
     """
 
-    def __init__(self, X: torch.Tensor, sampler, n_episodes: int, fixed: bool) -> None:
-        self.X = X
+    def __init__(
+        self,
+        samples: Samples,
+        rows: np.ndarray,
+        sampler,
+        n_episodes: int,
+        fixed: bool,
+        device: torch.device,
+    ) -> None:
+        self.samples = samples
+        self.rows = rows
         self.sampler = sampler
         self.n_episodes = n_episodes
+        self.device = device
         self.fixed_episodes = sampler.sample(n_episodes) if fixed else None
 
     def __len__(self) -> int:
         return self.n_episodes
-
-    def __getitem__(self, index: int):
-        episodes = self.epoch_episodes()[index : index + 1].to(self.X.device)
-        inputs = episodes.gather(self.X)
-        return {k: v[0] for k, v in inputs.items()}, episodes.query_target[0]
 
     def epoch_episodes(self) -> Episodes:
         if self.fixed_episodes is not None:
             return self.fixed_episodes
         return self.sampler.sample(self.n_episodes)
 
+    def take(self, index: torch.Tensor) -> torch.Tensor:
+        """Float samples of the episodes' ``index``, converted for this batch only."""
+        return self.samples.take(self.rows[index.numpy()], self.device)
+
 
 class EpisodeLoader:
     """skorch iterator over an :class:`EpisodeDataset`: yields meta-batches.
 
-    Each batch is ``({"support_x", "support_y", "query_x"}, query_y)``: the
-    episodes' index tensors are gathered from the device-resident pool in one
-    indexing operation per batch. ``augment``, when given, maps a batch of
-    samples shaped ``(n, *sample_shape)`` to new ones of the same shape and is
-    applied to the support and query samples of every batch.
+    Each batch is ``({"support_x", "support_y", "query_x"}, query_y)`` with
+    samples shaped ``(meta_batch, n, *sample_shape)``, gathered from the pool
+    and converted to float32 on the device one meta-batch at a time.
+    ``augment``, when given, maps a batch of samples shaped
+    ``(n, *sample_shape)`` to new ones of the same shape and is applied to
+    the support and query samples of every batch.
     """
 
     def __init__(
@@ -203,7 +218,6 @@ class EpisodeLoader:
         batch_size: int,
         augment: Callable | None = None,
         sample_shape: tuple | None = None,
-        **_ignored,
     ) -> None:
         self.dataset = dataset
         self.batch_size = batch_size
@@ -214,16 +228,21 @@ class EpisodeLoader:
         return math.ceil(len(self.dataset) / self.batch_size)
 
     def __iter__(self):
-        episodes = self.dataset.epoch_episodes().to(self.dataset.X.device)
+        episodes = self.dataset.epoch_episodes()
+        device = self.dataset.device
         for start in range(0, len(episodes), self.batch_size):
             batch = episodes[start : start + self.batch_size]
-            inputs = batch.gather(self.dataset.X)
+            inputs = {
+                "support_x": self.dataset.take(batch.support_index),
+                "support_y": batch.support_target.to(device),
+                "query_x": self.dataset.take(batch.query_index),
+            }
             if self.augment is not None:
                 for key in ("support_x", "query_x"):
                     inputs[key] = augment_samples(
                         self.augment, inputs[key], self.sample_shape
                     )
-            yield inputs, batch.query_target
+            yield inputs, batch.query_target.to(device)
 
 
 @torch.no_grad()
@@ -295,15 +314,15 @@ class StopOnNonFiniteLoss(Callback):
             )
 
 
-def _score_cached_episodes(regression: bool):
-    """An ``EpochScoring`` scorer over the cached query predictions of an epoch."""
+def _score_cached_episodes(net, X, y, regression: bool) -> float:
+    """``EpochScoring``'s scorer over the cached query predictions of an epoch.
 
-    def scorer(net, X, y):
-        predictions = net.forward(X)
-        targets = torch.as_tensor(y, device=predictions.device)
-        return episode_scores(predictions, targets, regression).mean().item()
-
-    return scorer
+    A module-level function (bound with ``functools.partial``), so that a
+    net fitted with validation episodes can be pickled.
+    """
+    predictions = net.forward(X)
+    targets = torch.as_tensor(y, device=predictions.device)
+    return episode_scores(predictions, targets, regression).mean().item()
 
 
 class MetaLearnerBase(BaseEstimator):
@@ -316,14 +335,17 @@ class MetaLearnerBase(BaseEstimator):
     # -- input -----------------------------------------------------------------
 
     def _validate_samples(self, X, *, reset: bool, y=None, y_numeric=False):
-        """Check ``X`` (and ``y``) and return float32 rows, flattening images.
+        """Check ``X`` (and ``y``); return samples shaped ``(n, *input_shape_)``.
 
-        On ``reset`` it records ``n_features_in_``, ``feature_names_in_`` and
+        The samples keep the dtype they came in (``uint8`` images, a
+        ``np.memmap``): nothing converts the whole set, the estimators convert
+        a batch at a time (see :class:`~sklearn_meta._data.Samples`). On
+        ``reset`` it records ``n_features_in_``, ``feature_names_in_`` and
         ``input_shape_``; otherwise it checks ``X`` against them.
         """
         image_shape = None
         if getattr(X, "ndim", None) is not None and X.ndim > 2:
-            array = np.asarray(X)
+            array = X if isinstance(X, np.ndarray) else np.asarray(X)
             if array.ndim != 4:
                 raise ValueError(
                     "X must be 2-D (n_samples, n_features) or 4-D images "
@@ -331,7 +353,7 @@ class MetaLearnerBase(BaseEstimator):
                 )
             image_shape = tuple(array.shape[1:])
             X = array.reshape(array.shape[0], -1)
-        check = {"dtype": [np.float32, np.float64], "ensure_min_samples": 1}
+        check = {"dtype": "numeric", "ensure_min_samples": 1}
         if y is None:
             X = validate_data(self, X, reset=reset, **check)
         else:
@@ -343,7 +365,7 @@ class MetaLearnerBase(BaseEstimator):
                 f"X has images of shape {image_shape}, but this estimator was "
                 f"fitted on images of shape {self.input_shape_}"
             )
-        X = X.astype(np.float32, copy=False)
+        X = X.reshape(X.shape[0], *self.input_shape_)
         return X if y is None else (X, y)
 
     def _check_input_shape(self, image_shape, n_features: int) -> tuple:
@@ -509,13 +531,15 @@ class MetaLearnerBase(BaseEstimator):
         train_part, valid_part = self._episode_samplers(
             targets, groups, regression, seed
         )
-        pool = torch.as_tensor(X, device=device)
+        samples = self._samples(X)
         train_index, train_sampler = train_part
         train_set = EpisodeDataset(
-            pool[torch.as_tensor(train_index, device=device)],
+            samples,
+            train_index,
             train_sampler,
             self.episodes_per_epoch,
             fixed=False,
+            device=device,
         )
         callbacks = [
             ("stop_on_non_finite_loss", StopOnNonFiniteLoss(self._divergence_hint()))
@@ -524,17 +548,21 @@ class MetaLearnerBase(BaseEstimator):
         if valid_part is not None:
             valid_index, valid_sampler = valid_part
             valid_set = EpisodeDataset(
-                pool[torch.as_tensor(valid_index, device=device)],
+                samples,
+                valid_index,
                 valid_sampler,
                 N_VALIDATION_EPISODES,
                 fixed=True,
+                device=device,
             )
             train_split = predefined_split(valid_set)
             callbacks.append(
                 (
                     "valid_neg_mse" if regression else "valid_acc",
                     EpochScoring(
-                        _score_cached_episodes(regression),
+                        functools.partial(
+                            _score_cached_episodes, regression=regression
+                        ),
                         lower_is_better=False,
                         on_train=False,
                         name="valid_neg_mse" if regression else "valid_acc",
@@ -561,10 +589,13 @@ class MetaLearnerBase(BaseEstimator):
         if self.augment is not None:
             with seeded_rng(device, seed):
                 # A wrong augmentation fails here, before any training.
-                augment_samples(self.augment, pool[:2], self.input_shape_)
+                augment_samples(
+                    self.augment, samples.take(np.arange(2), device), self.input_shape_
+                )
         with seeded_rng(device, seed):
+            module = build_module()
             net = MetaNet(
-                module=build_module(),
+                module=module,
                 criterion=EpisodeLoss(regression=regression),
                 optimizer=torch.optim.Adam,
                 lr=self.meta_lr,
@@ -581,7 +612,10 @@ class MetaLearnerBase(BaseEstimator):
                 **extra,
             )
             try:
-                net.fit(train_set, y=None)
+                # Every BatchNorm normalises each meta-batch by its own samples
+                # in meta-training; _finish_fit calibrates them after.
+                with batch_statistics(module):
+                    net.fit(train_set, y=None)
             except RuntimeError as error:
                 # Adam refuses a step size that overflows float32: the same
                 # divergence as a non-finite loss, reached a step earlier.
@@ -590,6 +624,8 @@ class MetaLearnerBase(BaseEstimator):
                 raise ValueError(
                     f"meta-training diverged ({error}); {self._divergence_hint()}"
                 ) from None
+        # The validation split holds the pool: a pickled estimator keeps no X.
+        net.train_split = None
         return net
 
     def _untrained_net(self, build_module: Callable, regression: bool = False):
@@ -627,8 +663,63 @@ class MetaLearnerBase(BaseEstimator):
         check_is_fitted(self, "net_")
         return self.net_.history
 
+    # -- the data path --------------------------------------------------------
+
+    def _samples(self, X: np.ndarray) -> Samples:
+        """``X`` (validated) as samples the network can take a batch at a time."""
+        return Samples(X)
+
     def _to_tensor(self, X: np.ndarray) -> torch.Tensor:
-        return torch.as_tensor(X, device=self._device())
+        """All of ``X`` (a support set) as float32 on the device."""
+        return self._samples(X).take(slice(None), self._device())
+
+    def _embedding_network(self) -> torch.nn.Module | None:
+        """The network that embeds samples (a backbone), None if there is none."""
+        raise NotImplementedError
+
+    def _inference_dtype(self) -> torch.dtype:
+        return INFERENCE_DTYPES[self.inference_dtype]
+
+    def _embed(self, X: np.ndarray, network: torch.nn.Module) -> torch.Tensor:
+        """Eval-mode embeddings of ``X`` by ``network`` in the inference dtype, chunked."""
+        device = self._device()
+        dtype = self._inference_dtype()
+        forward = inference_forward(network, dtype)
+        chunks = [forward(x) for x in self._samples(X).chunks(device, dtype)]
+        if not chunks:
+            return torch.zeros(0, self._n_features_out, dtype=dtype, device=device)
+        return torch.cat(chunks)
+
+    def _calibrate(self, X: np.ndarray, network: torch.nn.Module | None) -> None:
+        """BatchNorm statistics of ``network`` from a fixed number of samples of ``X``."""
+        if network is None:
+            return
+        rng = np.random.default_rng(self._seed())
+        rows = np.sort(rng.permutation(len(X))[:N_CALIBRATION_SAMPLES])
+        calibrate_batch_norm(network, self._samples(X).take(rows, self._device()))
+
+    def _finish_fit(self, X: np.ndarray) -> None:
+        """Calibrate the BatchNorm layers on training samples; eval mode."""
+        self._calibrate(X, self._embedding_network())
+        self.net_.module_.eval()
+
+    def _learn_preprocessing(self, X: np.ndarray) -> None:
+        """Learn what ``_samples`` needs from the training samples (nothing here)."""
+
+    def _initialize_without_meta_training(
+        self, X, build_module: Callable, regression: bool = False
+    ) -> None:
+        """An initialised, not meta-trained network, for partial_fit before fit.
+
+        A user's backbone is used as given, weights and BatchNorm statistics
+        included; a built-in one has its BatchNorm calibrated on ``X``.
+        """
+        X = self._validate_samples(X, reset=True)
+        self._learn_preprocessing(X)
+        self.net_ = self._untrained_net(build_module, regression)
+        if not isinstance(self.backbone, torch.nn.Module):
+            self._calibrate(X, self._embedding_network())
+        self.net_.module_.eval()
 
     # -- adaptation ------------------------------------------------------------
 

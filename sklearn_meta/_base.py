@@ -696,7 +696,10 @@ class MetaLearnerBase(BaseEstimator):
             return
         rng = np.random.default_rng(self._seed())
         rows = np.sort(rng.permutation(len(X))[:N_CALIBRATION_SAMPLES])
-        calibrate_batch_norm(network, self._samples(X).take(rows, self._device()))
+        samples = self._samples(X)
+        calibrate_batch_norm(
+            network, samples.take(rows, self._device()), samples.chunk_size
+        )
 
     def _finish_fit(self, X: np.ndarray) -> None:
         """Calibrate the BatchNorm layers on training samples; eval mode."""

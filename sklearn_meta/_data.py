@@ -13,8 +13,12 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
-#: How many samples are converted and embedded at once outside training.
+#: How many samples are converted and embedded at once outside training...
 CHUNK_SIZE = 1024
+
+#: ... or fewer, so that a chunk holds at most this many input values (1,024
+#: grey 32x32 images): a network's activations grow with the image's area.
+CHUNK_VALUES = 1024 * 32 * 32
 
 #: The dtypes ``inference_dtype`` names.
 INFERENCE_DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -51,6 +55,12 @@ class Samples:
     def __len__(self) -> int:
         return len(self.data)
 
+    @property
+    def chunk_size(self) -> int:
+        """Samples per chunk: ``CHUNK_SIZE``, fewer for large samples."""
+        n_values = int(np.prod(self.sample_shape))
+        return max(1, min(CHUNK_SIZE, CHUNK_VALUES // n_values))
+
     def take(
         self, index, device: torch.device, dtype: torch.dtype = torch.float32
     ) -> torch.Tensor:
@@ -60,12 +70,10 @@ class Samples:
         return self._convert(self.data[index], device, dtype)
 
     def chunks(
-        self,
-        device: torch.device,
-        dtype: torch.dtype = torch.float32,
-        chunk_size: int = CHUNK_SIZE,
+        self, device: torch.device, dtype: torch.dtype = torch.float32
     ) -> Iterator[torch.Tensor]:
-        """The samples in order, ``chunk_size`` at a time, as float tensors."""
+        """The samples in order, a chunk at a time, as float tensors."""
+        chunk_size = self.chunk_size
         for start in range(0, len(self.data), chunk_size):
             yield self._convert(self.data[start : start + chunk_size], device, dtype)
 

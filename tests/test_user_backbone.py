@@ -7,6 +7,7 @@ import pytest
 import torch
 from numpy.testing import assert_allclose
 from sklearn.model_selection import GridSearchCV
+from skorch.callbacks import Callback
 from torch import nn
 
 from sklearn_meta import LEOTransformer, MAMLFeatureExtractor, MetaMetricClassifier
@@ -203,3 +204,33 @@ def test_batch_statistics_updates_nothing():
         assert_allclose(layer(x).detach(), out.detach(), atol=1e-6)
     assert_allclose(layer.running_mean, torch.zeros(3))
     assert int(layer.num_batches_tracked) == 0
+
+
+class RecordRunningMean(Callback):
+    """Records what the backbone's BatchNorm holds as running mean at each batch."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def on_batch_end(self, net, **kwargs):
+        module = net.module_
+        body = module.body if hasattr(module, "body") else module.backbone
+        layer = body.get_submodule(self.path)
+        self.seen_.append(layer.running_mean)
+
+    def on_train_begin(self, net, **kwargs):
+        self.seen_ = []
+
+
+@pytest.mark.parametrize("name", ESTIMATORS)
+def test_meta_training_keeps_no_running_statistics(glyphs, name):
+    """During meta-training (validation included) a user's BatchNorm keeps no statistics."""
+    X, y = glyphs
+    recorder = RecordRunningMean("2")
+    estimator = make_estimator(
+        name, conv_net(True), callbacks=[recorder], validation_fraction=0.25, **TINY
+    )
+    estimator.fit(X, y)
+    (recorded,) = [c for _, c in estimator.net_.callbacks_ if hasattr(c, "seen_")]
+    seen = recorded.seen_
+    assert len(seen) > 0 and all(value is None for value in seen)

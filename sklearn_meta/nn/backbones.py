@@ -97,7 +97,7 @@ def batch_statistics(module: nn.Module) -> Iterator[None]:
 
 @torch.no_grad()
 def calibrate_batch_norm(
-    module: nn.Module, x: torch.Tensor, chunk_size: int = 256
+    module: nn.Module, x: torch.Tensor, chunk_size: int = 1024
 ) -> None:
     """Store in every BatchNorm layer of ``module`` the statistics of ``x``.
 
@@ -120,15 +120,14 @@ def calibrate_batch_norm(
     module.eval()
     for layer in layers:
         layer.train()
-    totals: dict[nn.Module, list] = {layer: [0.0, 0.0, 0] for layer in layers}
+    chunks: dict[nn.Module, list] = {layer: [] for layer in layers}
 
     def record(layer, inputs, _output):
         (inp,) = inputs
-        values = inp.detach().transpose(0, 1).reshape(inp.shape[1], -1).double()
-        total = totals[layer]
-        total[0] = total[0] + values.sum(dim=1)
-        total[1] = total[1] + values.square().sum(dim=1)
-        total[2] += values.shape[1]
+        dims = [0, *range(2, inp.dim())]
+        var, mean = torch.var_mean(inp.detach(), dim=dims, correction=0)
+        count = inp.numel() // inp.shape[1]
+        chunks[layer].append((count, mean.double(), var.double()))
 
     handles = [layer.register_forward_hook(record) for layer in layers]
     try:
@@ -140,9 +139,17 @@ def calibrate_batch_norm(
             handle.remove()
         for submodule, training in was_training.items():
             submodule.train(training)
-    for layer, (total_sum, total_square, count) in totals.items():
-        mean = total_sum / count
-        var = (total_square / count - mean.square()).clamp_min(0.0)
+    for layer, statistics in chunks.items():
+        counts = torch.tensor(
+            [count for count, _, _ in statistics], dtype=torch.float64
+        )
+        means = torch.stack([mean for _, mean, _ in statistics])
+        variances = torch.stack([var for _, _, var in statistics])
+        weights = (counts / counts.sum()).to(means.device).unsqueeze(1)
+        mean = (weights * means).sum(dim=0)
+        # Pooled over chunks: the mean within-chunk variance plus the
+        # variance of the chunk means, so one chunk or many give the same.
+        var = (weights * (variances + (means - mean).square())).sum(dim=0)
         # The variance the layer normalised with in training (biased), not
         # torch's unbiased running estimate: eval mode then matches training.
         if isinstance(layer, TaskBatchNorm2d):

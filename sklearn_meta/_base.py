@@ -39,9 +39,11 @@ from ._checks import (
     check_hidden_layer_sizes,
     check_labels,
 )
-from ._compat import Interval
+from ._compat import Interval, StrOptions
+from ._data import INFERENCE_DTYPES, Samples
 from ._distributed import DataParallel, fingerprint, process_device
 from .model_selection import evaluate_few_shot
+from .nn.backbones import batch_statistics, calibrate_batch_norm, inference_forward
 from .nn.losses import EpisodeLoss, episode_scores
 from .tasks import Episodes, TaskCollection, training_and_validation_samplers
 
@@ -61,6 +63,7 @@ SHARED_PARAMETER_CONSTRAINTS: dict = {
     "augment": [callable, None],
     "device": [str, torch.device],
     "distributed": ["boolean"],
+    "inference_dtype": [StrOptions(set(INFERENCE_DTYPES))],
     "random_state": ["random_state"],
     "verbose": ["verbose"],
 }
@@ -69,8 +72,9 @@ SHARED_PARAMETER_CONSTRAINTS: dict = {
 #: that the validation scores of two epochs are comparable.
 N_VALIDATION_EPISODES = 100
 
-#: How many samples are embedded at once outside training.
-CHUNK_SIZE = 1024
+#: Training samples whose statistics the BatchNorm layers keep after fit: a
+#: fixed number, so calibration costs the same whatever the data's size.
+N_CALIBRATION_SAMPLES = 1024
 
 #: Episodes drawn by ``score`` (with a fixed seed, so that the candidates of a
 #: grid search are judged on the same episodes).
@@ -145,41 +149,52 @@ def is_task_list(X, y) -> bool:
 
 
 class EpisodeDataset(torch.utils.data.Dataset):
-    """A sample pool on the device and a sampler: one item is one episode.
+    """Episodes over some rows of a sample pool: one item is one episode.
 
-    With ``fixed=True`` the episodes are drawn once (validation episodes
-    that stay the same every epoch); otherwise each epoch draws new ones.
+    ``rows`` are the pool's rows the sampler's indices refer to. With
+    ``fixed=True`` the episodes are drawn once (validation episodes that stay
+    the same every epoch); otherwise each epoch draws new ones.
     """
 
-    def __init__(self, X: torch.Tensor, sampler, n_episodes: int, fixed: bool) -> None:
-        self.X = X
+    def __init__(
+        self,
+        samples: Samples,
+        rows: np.ndarray,
+        sampler,
+        n_episodes: int,
+        fixed: bool,
+        device: torch.device,
+    ) -> None:
+        self.samples = samples
+        self.rows = rows
         self.sampler = sampler
         self.n_episodes = n_episodes
+        self.device = device
         self.fixed_episodes = sampler.sample(n_episodes) if fixed else None
 
     def __len__(self) -> int:
         return self.n_episodes
-
-    def __getitem__(self, index: int):
-        episodes = self.epoch_episodes()[index : index + 1].to(self.X.device)
-        inputs = episodes.gather(self.X)
-        return {k: v[0] for k, v in inputs.items()}, episodes.query_target[0]
 
     def epoch_episodes(self) -> Episodes:
         if self.fixed_episodes is not None:
             return self.fixed_episodes
         return self.sampler.sample(self.n_episodes)
 
+    def take(self, index: torch.Tensor) -> torch.Tensor:
+        """Float samples of the episodes' ``index``, converted for this batch only."""
+        return self.samples.take(self.rows[index.numpy()], self.device)
+
 
 class EpisodeLoader:
     """skorch iterator over an :class:`EpisodeDataset`: yields meta-batches.
 
-    Each batch is ``({"support_x", "support_y", "query_x"}, query_y)``: the
-    episodes' index tensors are gathered from the device-resident pool in one
-    indexing operation per batch. ``augment``, when given, maps a batch of
-    samples shaped ``(n, *sample_shape)`` to new ones of the same shape and is
-    applied to the support and query samples of every batch. ``shard`` picks
-    the episodes of an epoch this process trains on (a distributed fit's share).
+    Each batch is ``({"support_x", "support_y", "query_x"}, query_y)`` with
+    samples shaped ``(meta_batch, n, *sample_shape)``, gathered from the pool
+    and converted to float32 on the device one meta-batch at a time.
+    ``augment``, when given, maps a batch of samples shaped
+    ``(n, *sample_shape)`` to new ones of the same shape and is applied to
+    the support and query samples of every batch. ``shard`` picks the
+    episodes of an epoch this process trains on (a distributed fit's share).
     """
 
     shard = slice(None)
@@ -190,7 +205,6 @@ class EpisodeLoader:
         batch_size: int,
         augment: Callable | None = None,
         sample_shape: tuple | None = None,
-        **_ignored,
     ) -> None:
         self.dataset = dataset
         self.batch_size = batch_size
@@ -202,16 +216,20 @@ class EpisodeLoader:
 
     def __iter__(self):
         episodes = self.dataset.epoch_episodes()[self.shard]
-        episodes = episodes.to(self.dataset.X.device)
+        device = self.dataset.device
         for start in range(0, len(episodes), self.batch_size):
             batch = episodes[start : start + self.batch_size]
-            inputs = batch.gather(self.dataset.X)
+            inputs = {
+                "support_x": self.dataset.take(batch.support_index),
+                "support_y": batch.support_target.to(device),
+                "query_x": self.dataset.take(batch.query_index),
+            }
             if self.augment is not None:
                 for key in ("support_x", "query_x"):
                     inputs[key] = augment_samples(
                         self.augment, inputs[key], self.sample_shape
                     )
-            yield inputs, batch.query_target
+            yield inputs, batch.query_target.to(device)
 
 
 @torch.no_grad()
@@ -296,15 +314,15 @@ class StopOnNonFiniteLoss(Callback):
             )
 
 
-def _score_cached_episodes(regression: bool):
-    """An ``EpochScoring`` scorer over the cached query predictions of an epoch."""
+def _score_cached_episodes(net, X, y, regression: bool) -> float:
+    """``EpochScoring``'s scorer over the cached query predictions of an epoch.
 
-    def scorer(net, X, y):
-        predictions = net.forward(X)
-        targets = torch.as_tensor(y, device=predictions.device)
-        return episode_scores(predictions, targets, regression).mean().item()
-
-    return scorer
+    A module-level function (bound with ``functools.partial``), so that a
+    net fitted with validation episodes can be pickled.
+    """
+    predictions = net.forward(X)
+    targets = torch.as_tensor(y, device=predictions.device)
+    return episode_scores(predictions, targets, regression).mean().item()
 
 
 class MetaLearnerBase(AdaptationMixin, BaseEstimator):
@@ -317,16 +335,19 @@ class MetaLearnerBase(AdaptationMixin, BaseEstimator):
     # -- input -----------------------------------------------------------------
 
     def _validate_samples(self, X, *, reset: bool, y=None, y_numeric=False):
-        """Check ``X`` (and ``y``) and return float32 rows, flattening images.
+        """Check ``X`` (and ``y``); return samples shaped ``(n, *input_shape_)``.
 
-        On ``reset`` it records ``n_features_in_``, ``feature_names_in_`` and
+        The samples keep the dtype they came in (``uint8`` images, a
+        ``np.memmap``): nothing converts the whole set, the estimators convert
+        a batch at a time (see :class:`~sklearn_meta._data.Samples`). On
+        ``reset`` it records ``n_features_in_``, ``feature_names_in_`` and
         ``input_shape_``; otherwise it checks ``X`` against them.
         """
         image_shape = None
         if isinstance(X, list | tuple) and np.ndim(X[0] if len(X) else 0) > 1:
             X = np.asarray(X)  # a list of images
         if getattr(X, "ndim", None) is not None and X.ndim > 2:
-            array = np.asarray(X)
+            array = X if isinstance(X, np.ndarray) else np.asarray(X)
             if array.ndim != 4:
                 raise ValueError(
                     "X must be 2-D (n_samples, n_features) or 4-D images "
@@ -335,7 +356,7 @@ class MetaLearnerBase(AdaptationMixin, BaseEstimator):
             image_shape = tuple(array.shape[1:])
             check_channels_first(image_shape, "X")
             X = array.reshape(array.shape[0], -1)
-        check = {"dtype": [np.float32, np.float64], "ensure_min_samples": 1}
+        check = {"dtype": "numeric", "ensure_min_samples": 1}
         if y is not None and not y_numeric:
             check_labels(y)
         if y is None:
@@ -350,7 +371,7 @@ class MetaLearnerBase(AdaptationMixin, BaseEstimator):
                 f"fitted on images of shape {self.input_shape_}"
             )
         check_float32_range(X)
-        X = X.astype(np.float32, copy=False)
+        X = X.reshape(X.shape[0], *self.input_shape_)
         return X if y is None else (X, y)
 
     def _check_input_shape(self, image_shape, n_features: int) -> tuple:
@@ -471,13 +492,15 @@ class MetaLearnerBase(AdaptationMixin, BaseEstimator):
             regression=regression,
             seed=seed,
         )
-        pool = torch.as_tensor(X, device=device)
+        samples = self._samples(X)
         train_index, train_sampler = train_part
         train_set = EpisodeDataset(
-            pool[torch.as_tensor(train_index, device=device)],
+            samples,
+            train_index,
             train_sampler,
             self.episodes_per_epoch,
             fixed=False,
+            device=device,
         )
         callbacks = [
             ("stop_on_non_finite_loss", StopOnNonFiniteLoss(self._divergence_hint()))
@@ -486,17 +509,21 @@ class MetaLearnerBase(AdaptationMixin, BaseEstimator):
         if valid_part is not None:
             valid_index, valid_sampler = valid_part
             valid_set = EpisodeDataset(
-                pool[torch.as_tensor(valid_index, device=device)],
+                samples,
+                valid_index,
                 valid_sampler,
                 N_VALIDATION_EPISODES,
                 fixed=True,
+                device=device,
             )
             train_split = predefined_split(valid_set)
             callbacks.append(
                 (
                     "valid_neg_mse" if regression else "valid_acc",
                     EpochScoring(
-                        _score_cached_episodes(regression),
+                        functools.partial(
+                            _score_cached_episodes, regression=regression
+                        ),
                         lower_is_better=False,
                         on_train=False,
                         name="valid_neg_mse" if regression else "valid_acc",
@@ -523,10 +550,13 @@ class MetaLearnerBase(AdaptationMixin, BaseEstimator):
         if self.augment is not None:
             with seeded_rng(device, seed):
                 # A wrong augmentation fails here, before any training.
-                augment_samples(self.augment, pool[:2], self.input_shape_)
+                augment_samples(
+                    self.augment, samples.take(np.arange(2), device), self.input_shape_
+                )
         with seeded_rng(device, seed):
+            module = build_module()
             net = (DataParallelMetaNet if self.distributed else MetaNet)(
-                module=build_module(),
+                module=module,
                 criterion=EpisodeLoss(regression=regression),
                 optimizer=torch.optim.Adam,
                 lr=self.meta_lr,
@@ -545,7 +575,10 @@ class MetaLearnerBase(AdaptationMixin, BaseEstimator):
             if self.distributed:
                 net.fingerprint = fingerprint(X, targets, groups, seed)
             try:
-                net.fit(train_set, y=None)
+                # Every BatchNorm normalises each meta-batch by its own samples
+                # in meta-training; _finish_fit calibrates them after.
+                with batch_statistics(module):
+                    net.fit(train_set, y=None)
             except RuntimeError as error:
                 # Adam refuses a step size that overflows float32: the same
                 # divergence as a non-finite loss, reached a step earlier.
@@ -554,6 +587,8 @@ class MetaLearnerBase(AdaptationMixin, BaseEstimator):
                 raise ValueError(
                     f"meta-training diverged ({error}); {self._divergence_hint()}"
                 ) from None
+        # The validation split holds the pool: a pickled estimator keeps no X.
+        net.train_split = None
         return net
 
     def _untrained_net(self, build_module: Callable, regression: bool = False):
@@ -592,8 +627,66 @@ class MetaLearnerBase(AdaptationMixin, BaseEstimator):
         check_is_fitted(self, "net_")
         return self.net_.history
 
+    # -- the data path --------------------------------------------------------
+
+    def _samples(self, X: np.ndarray) -> Samples:
+        """``X`` (validated) as samples the network can take a batch at a time."""
+        return Samples(X)
+
     def _to_tensor(self, X: np.ndarray) -> torch.Tensor:
-        return torch.as_tensor(X, device=self._device())
+        """All of ``X`` (a support set) as float32 on the device."""
+        return self._samples(X).take(slice(None), self._device())
+
+    def _embedding_network(self) -> torch.nn.Module | None:
+        """The network that embeds samples (a backbone), None if there is none."""
+        raise NotImplementedError
+
+    def _inference_dtype(self) -> torch.dtype:
+        return INFERENCE_DTYPES[self.inference_dtype]
+
+    def _embed(self, X: np.ndarray, network: torch.nn.Module) -> torch.Tensor:
+        """Eval-mode embeddings of ``X`` by ``network`` in the inference dtype, chunked."""
+        device = self._device()
+        dtype = self._inference_dtype()
+        forward = inference_forward(network, dtype)
+        chunks = [forward(x) for x in self._samples(X).chunks(device, dtype)]
+        if not chunks:
+            return torch.zeros(0, self._n_features_out, dtype=dtype, device=device)
+        return torch.cat(chunks)
+
+    def _calibrate(self, X: np.ndarray, network: torch.nn.Module | None) -> None:
+        """BatchNorm statistics of ``network`` from a fixed number of samples of ``X``."""
+        if network is None:
+            return
+        rng = np.random.default_rng(self._seed())
+        rows = np.sort(rng.permutation(len(X))[:N_CALIBRATION_SAMPLES])
+        samples = self._samples(X)
+        calibrate_batch_norm(
+            network, samples.take(rows, self._device()), samples.chunk_size
+        )
+
+    def _finish_fit(self, X: np.ndarray) -> None:
+        """Calibrate the BatchNorm layers on training samples; eval mode."""
+        self._calibrate(X, self._embedding_network())
+        self.net_.module_.eval()
+
+    def _learn_preprocessing(self, X: np.ndarray) -> None:
+        """Learn what ``_samples`` needs from the training samples (nothing here)."""
+
+    def _initialize_without_meta_training(
+        self, X, build_module: Callable, regression: bool = False
+    ) -> None:
+        """An initialised, not meta-trained network, for partial_fit before fit.
+
+        A user's backbone is used as given, weights and BatchNorm statistics
+        included; a built-in one has its BatchNorm calibrated on ``X``.
+        """
+        X = self._validate_samples(X, reset=True)
+        self._learn_preprocessing(X)
+        self.net_ = self._untrained_net(build_module, regression)
+        if not isinstance(self.backbone, torch.nn.Module):
+            self._calibrate(X, self._embedding_network())
+        self.net_.module_.eval()
 
     # -- adaptation ------------------------------------------------------------
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import warnings
 from dataclasses import dataclass
 from numbers import Integral, Real
@@ -17,7 +18,6 @@ from skorch.callbacks import GradientNormClipping
 
 from ._adaptation import available_after_adaptation
 from ._base import (
-    CHUNK_SIZE,
     SHARED_PARAMETER_CONSTRAINTS,
     MetaLearnerBase,
     atomic,
@@ -25,17 +25,10 @@ from ._base import (
     is_task_list,
 )
 from ._compat import Interval, StrOptions, _fit_context
-from .nn.backbones import (
-    calibrate_batch_norm,
-    embedding_size,
-    forward_in_float64,
-    make_backbone,
-)
+from ._data import CHUNK_SIZE, Samples
+from .nn.backbones import embedding_size, make_backbone
 from .nn.leo import LEO, LEONetwork, LEOState
 from .tasks import TaskCollection
-
-#: Training samples used to estimate a backbone's BatchNorm statistics after fit.
-N_CALIBRATION_SAMPLES = 4096
 
 #: The internal standardisation scales the features so that, at the
 #: decoder's (Glorot) initialisation, a latent step of size 1 changes the
@@ -153,6 +146,11 @@ class LEOTransformer(
         sees ``WORLD_SIZE * meta_batch_size`` episodes) and the gradients are
         averaged across processes. Only rank 0 prints and saves. See the
         "Scaling out" page of the documentation.
+    inference_dtype : {"float32", "float64"}, default="float32"
+        Precision of adaptation, ``transform``, ``predict`` and the few-shot
+        evaluation. ``"float64"`` makes a sample's output independent of the
+        other samples of its batch to the last float32 bit, at several times
+        the cost; ``"float32"`` agrees with it to about 1e-6.
     random_state : int, RandomState instance or None, default=None
         Seeds the initialisation and the episodes; the same seed gives the
         same model bit for bit on CPU.
@@ -289,6 +287,7 @@ class LEOTransformer(
         augment=None,
         device="auto",
         distributed=False,
+        inference_dtype="float32",
         random_state=None,
         verbose=0,
     ):
@@ -319,6 +318,7 @@ class LEOTransformer(
         self.augment = augment
         self.device = device
         self.distributed = distributed
+        self.inference_dtype = inference_dtype
         self.random_state = random_state
         self.verbose = verbose
 
@@ -367,20 +367,18 @@ class LEOTransformer(
 
     # -- standardisation -------------------------------------------------------
 
-    def _learn_standardization(self, X: np.ndarray) -> None:
-        """Mean and scale of the features the core sees (identity with a backbone)."""
-        n_features = X.shape[1]
+    def _learn_preprocessing(self, X: np.ndarray) -> None:
+        """Mean and scale of the features the core sees (none with a backbone)."""
         if self.backbone is not None:
             # The backbone learns the scale of what it feeds the core.
-            self._feature_mean = np.zeros(n_features)
-            self._feature_scale = np.ones(n_features)
+            self._feature_mean = self._feature_scale = None
             return
-        X64 = X.astype(np.float64)
-        mean, std = X64.mean(axis=0), X64.std(axis=0)
+        n_features = self.n_features_in_
+        mean, std = Samples(X).moments()
         if len(self.input_shape_) == 3:
             # Pixels share one unit: scaling each alone would blow up the
             # rarely inked ones.
-            scale = np.ones(n_features)
+            scale = np.ones_like(std)
         else:
             # Each column in its own unit, as StandardScaler does.
             scale = np.where(std > 0, std, 1.0)
@@ -395,8 +393,8 @@ class LEOTransformer(
         self._feature_mean = mean
         self._feature_scale = scale
 
-    def _standardize(self, X: np.ndarray) -> np.ndarray:
-        return (X.astype(np.float64) - self._feature_mean) / self._feature_scale
+    def _samples(self, X: np.ndarray) -> Samples:
+        return Samples(X, self._feature_mean, self._feature_scale)
 
     # -- fit -------------------------------------------------------------------
 
@@ -437,25 +435,15 @@ class LEOTransformer(
         X, targets, groups, _ = self._validate_fit_data(
             X, y, groups, allow_regression=False
         )
-        self._learn_standardization(X)
-        X = self._standardize(X).astype(np.float32)
+        self._learn_preprocessing(X)
         self.net_ = self._meta_train(X, targets, groups, False, self._build_module)
         self._finish_fit(X)
-        return self
-
-    def _finish_fit(self, X: np.ndarray) -> None:
-        """Estimate the backbone's BatchNorm statistics; switch to eval mode."""
-        module = self.net_.module_
-        if module.backbone is not None:
-            rng = np.random.default_rng(self._seed())
-            calibration = rng.permutation(len(X))[:N_CALIBRATION_SAMPLES]
-            calibrate_batch_norm(
-                module.backbone,
-                torch.as_tensor(X[np.sort(calibration)], device=self._device()),
-            )
-        module.eval()
         self._n_features_out = int(self.latent_dim)
         self._fit_classes = self.classes_
+        return self
+
+    def _embedding_network(self) -> torch.nn.Module | None:
+        return self.net_.module_.backbone
 
     # -- adaptation ------------------------------------------------------------
 
@@ -492,7 +480,8 @@ class LEOTransformer(
         """
         self._check_not_regression(X, y)
         if not hasattr(self, "net_"):
-            self._initialize_without_meta_training(X)
+            self._initialize_without_meta_training(X, self._build_module)
+            self._n_features_out = int(self.latent_dim)
         X, y = self._validate_samples(X, reset=False, y=y)
         with warnings.catch_warnings():
             # One example per class is what a 1-shot support set is.
@@ -512,41 +501,22 @@ class LEOTransformer(
                 features,
                 labels,
                 len(task_classes),
-                state=None if task is None else task.state,
+                state=None if task is None else self._state(),
             )
         self._adaptation = _AdaptedTask(task_classes, state)
         self.classes_ = task_classes
         return self
 
-    def _initialize_without_meta_training(self, X) -> None:
-        """Build an untrained network (partial_fit before fit)."""
-        X = self._validate_samples(X, reset=True)
-        self._learn_standardization(X)
-        net = self._untrained_net(self._build_module)
-        device = self._device_of(net)
-        self.net_ = net
-        if net.module_.backbone is not None:
-            calibrate_batch_norm(
-                net.module_.backbone,
-                torch.as_tensor(self._standardize(X), device=device).float(),
-            )
-        net.module_.eval()
-        self._n_features_out = int(self.latent_dim)
-
     # -- inference -------------------------------------------------------------
 
     def _inference_core(self) -> LEO:
-        """A float64 copy of the meta-learned core, in eval mode, with live steps.
+        """A copy of the meta-learned core in the inference dtype, in eval mode.
 
-        Inference and adaptation run in float64: in float32 the rounding of a
-        sample's output depends on how many samples share its batch, and a
-        sample's code or score should not (see
-        :func:`~sklearn_meta.nn.backbones.forward_in_float64`). The core is
-        small, so a copy per call costs less than the work done with it. The
-        copy adapts with the current step counts and (unless learned) step
-        sizes, so ``set_params`` after ``fit`` takes effect.
+        The core is small, so a copy per call costs less than the work done
+        with it. The copy adapts with the current step counts and (unless
+        learned) step sizes, so ``set_params`` after ``fit`` takes effect.
         """
-        core = copy.deepcopy(self.net_.module_.leo).double()
+        core = copy.deepcopy(self.net_.module_.leo).to(self._inference_dtype())
         core.inner_steps = int(self.inner_steps)
         core.finetune_steps = int(self.finetune_steps)
         rates = {
@@ -566,22 +536,27 @@ class LEOTransformer(
                 )
         return core.eval()
 
+    def _state(self) -> LEOState | None:
+        """The adapted state in the inference dtype (None before adaptation)."""
+        task = getattr(self, "_adaptation", None)
+        if task is None:
+            return None
+        dtype = self._inference_dtype()
+        state = task.state
+        return dataclasses.replace(
+            state,
+            **{
+                field.name: value.to(dtype) if value.is_floating_point() else value
+                for field in dataclasses.fields(state)
+                if isinstance(value := getattr(state, field.name), torch.Tensor)
+            },
+        )
+
     def _features(self, X: np.ndarray) -> torch.Tensor:
-        """float64 features the core sees for ``X``: standardised, embedded."""
-        module = self.net_.module_
-        device = self._device()
-        X = torch.as_tensor(self._standardize(X), device=device)
-        if module.backbone is None:
-            return X
-        chunks = [
-            forward_in_float64(module.backbone, X[start : start + CHUNK_SIZE])
-            for start in range(0, len(X), CHUNK_SIZE)
-        ]
-        if not chunks:
-            return torch.zeros(
-                0, module.leo.in_features, dtype=torch.float64, device=device
-            )
-        return torch.cat(chunks)
+        """Features the core sees for ``X``: standardised, embedded, chunked."""
+        backbone = self.net_.module_.backbone
+        features = self._embed(X, torch.nn.Flatten() if backbone is None else backbone)
+        return features.reshape(len(features), self.net_.module_.leo.in_features)
 
     def transform(self, X):
         """Per-sample latent codes; moved with their class once adapted.
@@ -606,8 +581,7 @@ class LEOTransformer(
         X = self._validate_samples(X, reset=False)
         features = self._features(X)
         core = self._inference_core()
-        task = getattr(self, "_adaptation", None)
-        state = None if task is None else task.state
+        state = self._state()
         with torch.no_grad():
             codes = torch.cat(
                 [
@@ -620,7 +594,7 @@ class LEOTransformer(
     def _logits(self, X) -> np.ndarray:
         """float64 logits ``(n_samples, n_classes)``; -inf for a class not seen yet."""
         X = self._validate_samples(X, reset=False)
-        state = self._adaptation.state
+        state = self._state()
         with torch.no_grad():
             logits = self._inference_core().predict_logits(self._features(X), state)
         logits[:, state.class_counts == 0] = float("-inf")
@@ -682,12 +656,13 @@ class LEOTransformer(
     def _few_shot_scores(self, X, episodes, chunk: int = 100) -> np.ndarray:
         """Query accuracy of every episode, adapted ``chunk`` episodes at a time.
 
-        The adaptation of ``partial_fit`` (float64, the Gaussians' means, no
+        The adaptation of ``partial_fit`` (inference dtype, the Gaussians' means, no
         dropout), run by the core's batched forward.
         """
         check_is_fitted(self, "net_")
         X = self._validate_samples(X, reset=False)
-        features = self._features(X)
+        drawn, episodes = episodes.compact()
+        features = self._features(X[drawn])
         core = self._inference_core()
         scores = []
         with torch.no_grad():

@@ -16,23 +16,19 @@ from sklearn.utils.validation import check_is_fitted
 
 from ._adaptation import available_after_adaptation
 from ._base import (
-    CHUNK_SIZE,
     SHARED_PARAMETER_CONSTRAINTS,
     MetaLearnerBase,
     atomic,
 )
 from ._compat import Interval, StrOptions, _fit_context
 from .nn.backbones import (
+    batch_statistics,
     calibrate_batch_norm,
     embedding_size,
-    forward_in_float64,
     make_backbone,
 )
 from .nn.losses import episode_scores
 from .nn.maml import MAML
-
-#: Training samples used to estimate the BatchNorm statistics after fit.
-N_CALIBRATION_SAMPLES = 4096
 
 
 @dataclass
@@ -133,6 +129,12 @@ class MAMLFeatureExtractor(
         sees ``WORLD_SIZE * meta_batch_size`` episodes) and the gradients are
         averaged across processes. Only rank 0 prints and saves. See the
         "Scaling out" page of the documentation.
+    inference_dtype : {"float32", "float64"}, default="float32"
+        Precision of the body's forward in ``transform`` and ``predict``.
+        ``"float64"`` makes a sample's output independent of the other
+        samples of its batch to the last float32 bit, at several times the
+        cost; ``"float32"`` agrees with it to about 1e-6. Adaptation runs in
+        float32, as meta-training does.
     random_state : int, RandomState instance or None, default=None
         Seeds initialisation and episodes; bit-for-bit repeatable on CPU.
     verbose : int, default=0
@@ -243,6 +245,7 @@ class MAMLFeatureExtractor(
         augment=None,
         device="auto",
         distributed=False,
+        inference_dtype="float32",
         random_state=None,
         verbose=0,
     ):
@@ -270,6 +273,7 @@ class MAMLFeatureExtractor(
         self.augment = augment
         self.device = device
         self.distributed = distributed
+        self.inference_dtype = inference_dtype
         self.random_state = random_state
         self.verbose = verbose
 
@@ -379,12 +383,8 @@ class MAMLFeatureExtractor(
             X, targets, groups, regression, lambda: self._build_module(regression)
         )
         self._regression = regression
-        module = self.net_.module_
-        rng = np.random.default_rng(self._seed())
-        calibration = np.sort(rng.permutation(len(X))[:N_CALIBRATION_SAMPLES])
-        calibrate_batch_norm(module.body, self._to_tensor(X[calibration]))
-        module.eval()
-        self._n_features_out = module.embedding_dim
+        self._finish_fit(X)
+        self._n_features_out = self.net_.module_.embedding_dim
         if not regression:
             self._fit_classes = self.classes_
         return self
@@ -424,7 +424,14 @@ class MAMLFeatureExtractor(
             the task it was adapting.
         """
         if not hasattr(self, "net_"):
-            self._initialize_without_meta_training(X, y)
+            kind = type_of_target(np.asarray(y), input_name="y")
+            self._regression = self.task == "regression" or (
+                self.task == "auto" and kind == "continuous"
+            )
+            self._initialize_without_meta_training(
+                X, lambda: self._build_module(self._regression), self._regression
+            )
+            self._n_features_out = self.net_.module_.embedding_dim
         X, y = self._validate_samples(X, reset=False, y=y, y_numeric=self._regression)
         n_steps = self._n_adapt_steps()
         task = getattr(self, "_adaptation", None)
@@ -450,13 +457,14 @@ class MAMLFeatureExtractor(
         with self._live_inner_lr() as module:
             module.train()  # batch statistics per task, as in meta-training
             try:
-                params = module.adapt(
-                    support_x,
-                    targets,
-                    n_classes=n_classes,
-                    n_steps=n_steps,
-                    params=None if task is None else task.params,
-                )
+                with batch_statistics(module):
+                    params = module.adapt(
+                        support_x,
+                        targets,
+                        n_classes=n_classes,
+                        n_steps=n_steps,
+                        params=None if task is None else task.params,
+                    )
             finally:
                 module.eval()
         params = {name: value.detach() for name, value in params.items()}
@@ -490,41 +498,14 @@ class MAMLFeatureExtractor(
             self.classes_ = task_classes
         return self
 
-    def _initialize_without_meta_training(self, X, y) -> None:
-        """Build an untrained network (partial_fit before fit)."""
-        X = self._validate_samples(X, reset=True)
-        y = np.asarray(y)
-        kind = type_of_target(y, input_name="y")
-        self._regression = self.task == "regression" or (
-            self.task == "auto" and kind == "continuous"
-        )
-        net = self._untrained_net(
-            lambda: self._build_module(self._regression), self._regression
-        )
-        device = self._device_of(net)
-        self.net_ = net
-        calibrate_batch_norm(net.module_.body, torch.as_tensor(X, device=device))
-        net.module_.eval()
-        self._n_features_out = net.module_.embedding_dim
-
     # -- inference -------------------------------------------------------------
 
-    def _embed(self, X: np.ndarray) -> torch.Tensor:
-        """float64 embeddings by the (adapted) body, independent of the batch."""
+    def _embedding_network(self) -> torch.nn.Module:
+        return self.net_.module_.body
+
+    def _current_body(self) -> torch.nn.Module:
         task = getattr(self, "_adaptation", None)
-        body = self.net_.module_.body if task is None else task.body
-        device = self._device()
-        chunks = [
-            forward_in_float64(
-                body, torch.as_tensor(X[i : i + CHUNK_SIZE], device=device)
-            )
-            for i in range(0, len(X), CHUNK_SIZE)
-        ]
-        if not chunks:
-            return torch.zeros(
-                0, self._n_features_out, dtype=torch.float64, device=device
-            )
-        return torch.cat(chunks)
+        return self.net_.module_.body if task is None else task.body
 
     def transform(self, X):
         """The body's embedding of ``X``, adapted if ``partial_fit`` adapted it.
@@ -541,15 +522,15 @@ class MAMLFeatureExtractor(
         """
         check_is_fitted(self, "net_")
         X = self._validate_samples(X, reset=False)
-        return self._embed(X).float().cpu().numpy()
+        return self._embed(X, self._current_body()).float().cpu().numpy()
 
     def _outputs(self, X) -> np.ndarray:
         check_is_fitted(self, "net_")
         X = self._validate_samples(X, reset=False)
-        embeddings = self._embed(X)
+        embeddings = self._embed(X, self._current_body())
         params = self._adaptation.params
-        weight = params["head.weight"].double()
-        bias = params["head.bias"].double()
+        weight = params["head.weight"].to(embeddings.dtype)
+        bias = params["head.bias"].to(embeddings.dtype)
         outputs = embeddings @ weight.T + bias
         return (
             outputs.squeeze(-1).cpu().numpy()
@@ -596,19 +577,23 @@ class MAMLFeatureExtractor(
         """Score every episode, adapting a meta-batch of them at a time."""
         check_is_fitted(self, "net_")
         X = self._validate_samples(X, reset=False)
-        pool = self._to_tensor(X)
+        samples = self._samples(X)
+        device = self._device()
         regression = self._regression
         n_steps = self._n_adapt_steps()
         scores = []
         with self._live_inner_lr() as module:
             module.train()  # per-task batch statistics, as in meta-training
             try:
-                with torch.no_grad():
+                with torch.no_grad(), batch_statistics(module):
                     for start in range(0, len(episodes), self.meta_batch_size):
-                        batch = episodes[start : start + self.meta_batch_size].to(
-                            pool.device
-                        )
-                        inputs = batch.gather(pool)
+                        batch = episodes[start : start + self.meta_batch_size]
+                        inputs = {
+                            "support_x": samples.take(batch.support_index, device),
+                            "support_y": batch.support_target.to(device),
+                            "query_x": samples.take(batch.query_index, device),
+                        }
+                        batch = batch.to(device)
                         if regression:
                             inputs["support_y"] = inputs["support_y"].float()
                         outputs = module(**inputs, n_steps=n_steps)

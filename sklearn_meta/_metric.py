@@ -18,7 +18,6 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted
 
 from ._base import (
-    CHUNK_SIZE,
     SHARED_PARAMETER_CONSTRAINTS,
     MetaLearnerBase,
     atomic,
@@ -26,17 +25,8 @@ from ._base import (
     resolve_device,
 )
 from ._compat import Interval, StrOptions, _fit_context
-from .nn.backbones import (
-    Conv4,
-    calibrate_batch_norm,
-    embedding_size,
-    forward_in_float64,
-    make_backbone,
-)
+from .nn.backbones import Conv4, embedding_size, make_backbone
 from .nn.prototypes import PrototypicalNetwork, finetune
-
-#: Training samples used to estimate the BatchNorm statistics after fit.
-N_CALIBRATION_SAMPLES = 4096
 
 
 @dataclass
@@ -134,6 +124,11 @@ class MetaMetricClassifier(
         sees ``WORLD_SIZE * meta_batch_size`` episodes) and the gradients are
         averaged across processes. Only rank 0 prints and saves. See the
         "Scaling out" page of the documentation.
+    inference_dtype : {"float32", "float64"}, default="float32"
+        Precision of ``transform``, ``predict`` and the few-shot evaluation.
+        ``"float64"`` makes a sample's output independent of the other
+        samples of its batch to the last float32 bit, at several times the
+        cost; ``"float32"`` agrees with it to about 1e-6.
     random_state : int, RandomState instance or None, default=None
         Seeds the initialisation and the episodes; the same seed gives the
         same model bit for bit on CPU.
@@ -220,6 +215,7 @@ class MetaMetricClassifier(
         augment=None,
         device="auto",
         distributed=False,
+        inference_dtype="float32",
         random_state=None,
         verbose=0,
     ):
@@ -243,6 +239,7 @@ class MetaMetricClassifier(
         self.augment = augment
         self.device = device
         self.distributed = distributed
+        self.inference_dtype = inference_dtype
         self.random_state = random_state
         self.verbose = verbose
 
@@ -295,32 +292,17 @@ class MetaMetricClassifier(
             X, y, groups, allow_regression=False
         )
         self.net_ = self._meta_train(X, targets, groups, False, self._build_module)
-        self._finish_fit(X, targets)
-        return self
-
-    def _finish_fit(self, X: np.ndarray, targets: np.ndarray) -> None:
-        """Estimate BatchNorm statistics and the prototypes of all training classes."""
         module = self.net_.module_
-        device = self._device()
-        rng = np.random.default_rng(self._seed())
-        calibration = rng.permutation(len(X))[:N_CALIBRATION_SAMPLES]
-        calibrate_batch_norm(
-            module.backbone,
-            torch.as_tensor(X[np.sort(calibration)], device=device),
-        )
-        module.eval()
-        embeddings = self._embed(module, X, exact=False)
-        n_classes = len(self.classes_)
-        self.prototypes_ = (
-            PrototypicalNetwork.class_prototypes(
-                embeddings, torch.as_tensor(targets, device=device), n_classes
-            )
-            .cpu()
-            .numpy()
-        )
+        self._n_features_out = embedding_size(module.backbone, self.input_shape_)
+        self._finish_fit(X)
+        sums, counts = self._class_sums(module, X, targets, len(self.classes_))
+        self.prototypes_ = sums / counts[:, None]
         self._fit_classes = self.classes_
         self._fit_prototypes = self.prototypes_
-        self._n_features_out = int(self.prototypes_.shape[1])
+        return self
+
+    def _embedding_network(self) -> torch.nn.Module:
+        return self.net_.module_.backbone
 
     # -- adaptation ------------------------------------------------------------
 
@@ -351,8 +333,13 @@ class MetaMetricClassifier(
             The adapted estimator.
         """
         if not hasattr(self, "net_"):
-            self._initialize_without_meta_training(X, y)
+            self._initialize_without_meta_training(X, self._build_module)
+            self._n_features_out = embedding_size(
+                self.net_.module_.backbone, self.input_shape_
+            )
         X, y = self._validate_samples(X, reset=False, y=y)
+        # Support sets are small: float32 once, so later calls can join them.
+        X = self._to_tensor(X).cpu().numpy()
         check_classification_targets(y)
         task = getattr(self, "_adaptation", None)
         task_classes = self._task_classes(
@@ -392,24 +379,14 @@ class MetaMetricClassifier(
             self.prototypes_ = sums / counts[:, None]
         return self
 
-    def _initialize_without_meta_training(self, X, y) -> None:
-        """Build an untrained network (partial_fit before fit)."""
-        self._validate_samples(X, reset=True)
-        net = self._untrained_net(self._build_module)
-        device = self._device_of(net)
-        self.net_ = net
-        X_checked = self._validate_samples(X, reset=False)
-        calibrate_batch_norm(
-            net.module_.backbone, torch.as_tensor(X_checked, device=device)
-        )
-        net.module_.eval()
-        self._n_features_out = embedding_size(net.module_.backbone, self.input_shape_)
-
     def _class_sums(self, module, X, index, n_classes):
-        embeddings = self._embed(module, X).cpu().numpy().astype(np.float64)
-        sums = np.zeros((n_classes, embeddings.shape[1]))
-        np.add.at(sums, index, embeddings)
-        return sums, np.bincount(index, minlength=n_classes).astype(np.float64)
+        """float64 sums of each class's embeddings and the class counts."""
+        embeddings = self._embed(X, module.backbone).double()
+        labels = torch.as_tensor(index, device=embeddings.device)
+        sums = embeddings.new_zeros(n_classes, embeddings.shape[1])
+        sums.index_add_(0, labels, embeddings)
+        counts = np.bincount(index, minlength=n_classes).astype(np.float64)
+        return sums.cpu().numpy(), counts
 
     def _finetune(self, module, X, index, n_classes):
         """A copy of ``module`` trained ``finetune_steps`` on the support set."""
@@ -463,29 +440,6 @@ class MetaMetricClassifier(
         task = getattr(self, "_adaptation", None)
         return self.net_.module_ if task is None else task.module
 
-    def _embed(self, module, X: np.ndarray, exact: bool = True) -> torch.Tensor:
-        """Eval-mode embeddings of ``X``, computed in chunks.
-
-        ``exact`` computes in float64, so that a sample's embedding does not
-        depend on its batch (see
-        :func:`~sklearn_meta.nn.backbones.forward_in_float64`); float32 is
-        faster for convolutions and enough for class means.
-        """
-        device = self._device()
-        chunks = []
-        for start in range(0, len(X), CHUNK_SIZE):
-            x = torch.as_tensor(X[start : start + CHUNK_SIZE], device=device)
-            if exact:
-                chunks.append(forward_in_float64(module.backbone, x))
-            else:
-                with torch.no_grad():
-                    chunks.append(module.backbone(x).double())
-        if not chunks:
-            return torch.zeros(
-                0, self._n_features_out, dtype=torch.float64, device=device
-            )
-        return torch.cat(chunks)
-
     def transform(self, X):
         """Embed ``X`` with the (adapted, if adapted) network.
 
@@ -501,7 +455,7 @@ class MetaMetricClassifier(
         """
         check_is_fitted(self, "net_")
         X = self._validate_samples(X, reset=False)
-        embeddings = self._embed(self._current_module(), X)
+        embeddings = self._embed(X, self._current_module().backbone)
         return embeddings.float().cpu().numpy()
 
     def _logits(self, X) -> np.ndarray:
@@ -509,11 +463,9 @@ class MetaMetricClassifier(
         check_is_fitted(self, ["net_", "prototypes_"])
         X = self._validate_samples(X, reset=False)
         module = self._current_module()
-        # Distances in float64: in float32 their rounding depends on how many
-        # samples share the batch, and a sample's score should not.
-        embeddings = self._embed(module, X)
+        embeddings = self._embed(X, module.backbone)
         prototypes = torch.as_tensor(
-            self.prototypes_, dtype=torch.float64, device=embeddings.device
+            self.prototypes_, dtype=embeddings.dtype, device=embeddings.device
         )
         empty = torch.isnan(prototypes).any(dim=1)
         with torch.no_grad():
@@ -574,17 +526,18 @@ class MetaMetricClassifier(
     def _few_shot_scores(self, X, episodes, chunk: int = 256) -> np.ndarray | None:
         """Query accuracy of every episode, all episodes batched.
 
-        Without fine-tuning, adaptation is the prototypes alone: ``X`` is
-        embedded once and every episode is a gather. With fine-tuning each
-        episode needs its own network, so ``None`` asks the caller to adapt
-        episode by episode.
+        Without fine-tuning, adaptation is the prototypes alone: each sample
+        the episodes draw is embedded once and every episode is a gather.
+        With fine-tuning each episode needs its own network, so ``None`` asks
+        the caller to adapt episode by episode.
         """
         if self.finetune_steps > 0:
             return None
         check_is_fitted(self, "net_")
         X = self._validate_samples(X, reset=False)
         module = self.net_.module_
-        embeddings = self._embed(module, X)
+        drawn, episodes = episodes.compact()
+        embeddings = self._embed(X[drawn], module.backbone)
         scores = []
         with torch.no_grad():
             for start in range(0, len(episodes), chunk):

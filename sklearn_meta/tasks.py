@@ -181,6 +181,23 @@ class Episodes:
             self.query_target,
         )
 
+    def compact(self) -> tuple[np.ndarray, Episodes]:
+        """The pool rows these episodes draw, each once, and the episodes over them.
+
+        Returns ``rows`` (sorted) and the same episodes with indices into
+        ``rows``, so that only the drawn samples need embedding.
+        """
+        n_support = self.support_index.shape[1]
+        drawn = torch.cat([self.support_index, self.query_index], dim=1)
+        rows, position = np.unique(drawn.cpu().numpy(), return_inverse=True)
+        position = torch.as_tensor(position.reshape(drawn.shape), device=drawn.device)
+        return rows, Episodes(
+            position[:, :n_support],
+            position[:, n_support:],
+            self.support_target,
+            self.query_target,
+        )
+
     def gather(self, X: torch.Tensor) -> dict[str, torch.Tensor]:
         """The module inputs of these episodes, gathered from the pool ``X``.
 

@@ -1,6 +1,7 @@
 """Tests for sklearn_meta.datasets: glyphs, Omniglot and sinusoid tasks."""
 
 import io
+import shutil
 import urllib.error
 import urllib.request
 import zipfile
@@ -12,6 +13,7 @@ from PIL import Image, ImageDraw
 
 from sklearn_meta.datasets import (
     fetch_omniglot,
+    load_image_folder,
     load_omniglot,
     make_glyph_tasks,
     make_sinusoid_tasks,
@@ -541,3 +543,80 @@ def test_make_sinusoid_tasks_bad_params(params, match):
     """Bad counts and ranges raise a ValueError that names the parameter."""
     with pytest.raises(ValueError, match=match):
         make_sinusoid_tasks(**params)
+
+
+def _image_folder(root, sizes=((6, 8),), mode="RGB", n_per_class=3):
+    for name in ("cat", "dog"):
+        (root / name).mkdir(parents=True)
+        for i in range(n_per_class):
+            height, width = sizes[i % len(sizes)]
+            Image.new(mode, (width, height), color=i * 40).save(
+                root / name / f"{i}.png"
+            )
+
+
+def test_load_image_folder_reads_classes_as_uint8(tmp_path):
+    """One folder per class gives uint8 images (n, C, H, W) and sorted classes."""
+    _image_folder(tmp_path / "images")
+    (tmp_path / "images" / "notes.txt").write_text("not an image")
+    (tmp_path / "images" / "stray.png").write_bytes(b"")  # outside any class
+    images = load_image_folder(tmp_path / "images")
+    assert images.data.dtype == np.uint8
+    assert images.data.shape == (6, 3, 6, 8)
+    assert images.target.tolist() == [0, 0, 0, 1, 1, 1]
+    assert images.target_names.tolist() == ["cat", "dog"]
+    assert images.data[1].max() == 40
+
+
+def test_load_image_folder_zip_agrees_with_folder(tmp_path):
+    """A zip of the folder loads the same images."""
+    _image_folder(tmp_path / "images")
+    archive = shutil.make_archive(str(tmp_path / "images"), "zip", tmp_path / "images")
+    from_folder = load_image_folder(tmp_path / "images", color_mode="grayscale")
+    from_zip = load_image_folder(archive, color_mode="grayscale")
+    assert from_zip.data.shape == (6, 1, 6, 8)
+    assert_array_equal(from_zip.data, from_folder.data)
+    assert_array_equal(from_zip.target, from_folder.target)
+
+
+def test_load_image_folder_sizes(tmp_path):
+    """Mixed sizes need image_size, which resizes every image."""
+    _image_folder(tmp_path, sizes=((6, 8), (10, 10)))
+    with pytest.raises(ValueError, match="image_size"):
+        load_image_folder(tmp_path)
+    assert load_image_folder(tmp_path, image_size=(5, 7)).data.shape == (6, 3, 5, 7)
+    assert load_image_folder(tmp_path, image_size=4).data.shape == (6, 3, 4, 4)
+
+
+def test_load_image_folder_names_every_unreadable_file(tmp_path):
+    """The error lists all the files that could not be read."""
+    _image_folder(tmp_path)
+    (tmp_path / "cat" / "broken.png").write_bytes(b"not a png")
+    (tmp_path / "dog" / "empty.jpg").write_bytes(b"")
+    with pytest.raises(ValueError, match="2 of 8 images") as error:
+        load_image_folder(tmp_path)
+    assert "broken.png" in str(error.value) and "empty.jpg" in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"color_mode": "cmyk"}, "color_mode"),
+        ({"image_size": (1, 2, 3)}, "image_size"),
+        ({"image_size": 0}, "image_size"),
+    ],
+)
+def test_load_image_folder_bad_arguments(tmp_path, kwargs, match):
+    """Bad arguments and layouts get a ValueError that says what to change."""
+    _image_folder(tmp_path)
+    with pytest.raises(ValueError, match=match):
+        load_image_folder(tmp_path, **kwargs)
+
+
+def test_load_image_folder_without_class_folders(tmp_path):
+    """Images with no class folder, or a missing path, are refused clearly."""
+    Image.new("RGB", (4, 4)).save(tmp_path / "lonely.png")
+    with pytest.raises(ValueError, match="no images found in class folders"):
+        load_image_folder(tmp_path)
+    with pytest.raises(ValueError, match="does not exist"):
+        load_image_folder(tmp_path / "missing")

@@ -5,11 +5,11 @@ from .backbones import (
     MLP,
     Conv4,
     TaskBatchNorm2d,
+    batch_statistics,
     calibrate_batch_norm,
     embedding_size,
-    forward_in_float64,
+    inference_forward,
     make_backbone,
-    set_elementary_batch_norm,
 )
 from .leo import LEO, LEONetwork, LEOState
 from .maml import MAML
@@ -25,9 +25,9 @@ __all__ = [
     "PrototypicalNetwork",
     "RandomAffine",
     "TaskBatchNorm2d",
+    "batch_statistics",
     "calibrate_batch_norm",
     "embedding_size",
-    "forward_in_float64",
+    "inference_forward",
     "make_backbone",
-    "set_elementary_batch_norm",
 ]

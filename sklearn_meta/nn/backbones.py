@@ -6,7 +6,8 @@ Every backbone maps a batch ``(n, *input_shape)`` to embeddings
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -63,108 +64,159 @@ class TaskBatchNorm2d(nn.Module):
         return (x - mean) * scale + self.bias.view(1, -1, 1, 1)
 
 
+#: The BatchNorm layers :func:`calibrate_batch_norm` knows: ours and torch's.
+BATCH_NORMS = (TaskBatchNorm2d, nn.modules.batchnorm._BatchNorm)
+
+
+def _tracking_layers(module: nn.Module) -> list[nn.Module]:
+    """torch BatchNorm layers of ``module`` that keep running statistics."""
+    return [
+        layer
+        for layer in module.modules()
+        if isinstance(layer, nn.modules.batchnorm._BatchNorm)
+        and layer.track_running_stats
+    ]
+
+
+@contextlib.contextmanager
+def batch_statistics(module: nn.Module) -> Iterator[None]:
+    """Inside, every torch BatchNorm layer of ``module`` uses its batch's statistics.
+
+    Their running statistics are set aside (``None``), so a layer normalises
+    each task by its own samples in training and evaluation modes alike and
+    updates nothing that the next task would see: the behaviour of
+    :class:`TaskBatchNorm2d`, which needs no help. The statistics come back
+    on exit.
+    """
+    saved = []
+    for layer in _tracking_layers(module):
+        saved.append(
+            (layer, layer.running_mean, layer.running_var, layer.num_batches_tracked)
+        )
+        layer.running_mean = layer.running_var = layer.num_batches_tracked = None
+    try:
+        yield
+    finally:
+        for layer, mean, var, count in saved:
+            layer.running_mean, layer.running_var = mean, var
+            layer.num_batches_tracked = count
+
+
 @torch.no_grad()
 def calibrate_batch_norm(
     module: nn.Module, x: torch.Tensor, chunk_size: int = 1024
 ) -> None:
-    """Store in every :class:`TaskBatchNorm2d` of ``module`` the statistics of ``x``.
+    """Store in every BatchNorm layer of ``module`` the statistics of ``x``.
 
-    The statistics are those the layer sees in training mode with ``x`` as
-    one batch (accumulated over chunks so memory stays bounded), so eval-mode
-    outputs afterwards match a training-mode pass over ``x`` while no longer
-    depending on the batch composition.
+    One pass over ``x`` in chunks, every BatchNorm layer normalising with the
+    chunk's statistics (as in training) and every other layer in eval mode
+    (no dropout). Each layer records the pooled mean and variance of its
+    inputs over all chunks: with ``x`` in one chunk, exactly what a
+    training-mode pass over ``x`` sees. Afterwards, in eval mode,
+    :class:`TaskBatchNorm2d` and torch's ``BatchNorm1d/2d/3d`` layers (those
+    with ``track_running_stats``) normalise with these statistics, so a
+    sample's output no longer depends on the other samples of its batch.
 
     Parameters
     ----------
     module : torch.nn.Module
-        The network whose :class:`TaskBatchNorm2d` layers are calibrated.
+        The network whose BatchNorm layers are calibrated.
     x : torch.Tensor
         Inputs of ``module`` whose statistics the layers store.
     chunk_size : int, default=1024
         Samples per forward pass.
     """
-    layers = [m for m in module.modules() if isinstance(m, TaskBatchNorm2d)]
+    layers = [m for m in module.modules() if isinstance(m, BATCH_NORMS)]
+    layers = [
+        m for m in layers if isinstance(m, TaskBatchNorm2d) or m.track_running_stats
+    ]
     if not layers:
         return
-    was_training = module.training
-    # In eval mode the layers already calibrated normalise with the statistics
-    # of the whole of x and the ones not yet calibrated with the chunk's, so
-    # each layer records exactly the inputs a single full batch would give it.
+    was_training = {m: m.training for m in module.modules()}
     module.eval()
-    sums: dict[int, list[torch.Tensor]] = {}
+    for layer in layers:
+        layer.train()
+    chunks: dict[nn.Module, list] = {layer: [] for layer in layers}
 
     def record(layer, inputs, _output):
         (inp,) = inputs
-        values = inp.transpose(0, 1).reshape(inp.shape[1], -1).double()
-        total = sums.setdefault(id(layer), [0.0, 0.0, 0])
-        total[0] = total[0] + values.sum(dim=1)
-        total[1] = total[1] + values.square().sum(dim=1)
-        total[2] += values.shape[1]
+        dims = [0, *range(2, inp.dim())]
+        var, mean = torch.var_mean(inp.detach(), dim=dims, correction=0)
+        count = inp.numel() // inp.shape[1]
+        chunks[layer].append((count, mean.double(), var.double()))
 
-    for layer in layers:
-        layer.calibrated.fill_(False)
-    for layer in layers:
-        handle = layer.register_forward_hook(record)
-        try:
+    handles = [layer.register_forward_hook(record) for layer in layers]
+    try:
+        with batch_statistics(module):
             for start in range(0, x.shape[0], chunk_size):
                 module(x[start : start + chunk_size])
-        finally:
+    finally:
+        for handle in handles:
             handle.remove()
-        total_sum, total_square, count = sums.pop(id(layer))
-        mean = total_sum / count
-        var = (total_square / count - mean.square()).clamp_min(0.0)
+        for submodule, training in was_training.items():
+            submodule.train(training)
+    for layer, statistics in chunks.items():
+        counts = torch.tensor(
+            [count for count, _, _ in statistics], dtype=torch.float64
+        )
+        means = torch.stack([mean for _, mean, _ in statistics])
+        variances = torch.stack([var for _, _, var in statistics])
+        weights = (counts / counts.sum()).to(means.device).unsqueeze(1)
+        mean = (weights * means).sum(dim=0)
+        # Pooled over chunks: the mean within-chunk variance plus the
+        # variance of the chunk means, so one chunk or many give the same.
+        var = (weights * (variances + (means - mean).square())).sum(dim=0)
+        # The variance the layer normalised with in training (biased), not
+        # torch's unbiased running estimate: eval mode then matches training.
+        if isinstance(layer, TaskBatchNorm2d):
+            layer.calibrated.fill_(True)
         layer.running_mean.copy_(mean.to(layer.running_mean.dtype))
         layer.running_var.copy_(var.to(layer.running_var.dtype))
-        layer.calibrated.fill_(True)
-    module.train(was_training)
 
 
-def forward_in_float64(module: nn.Module, *inputs: torch.Tensor) -> torch.Tensor:
-    """``module(*inputs)`` computed with float64 copies of its weights, without grad.
+def inference_forward(
+    module: nn.Module, dtype: torch.dtype = torch.float32
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``module``'s forward without grad, computed in ``dtype``.
 
-    In float32 the rounding of a sample's output depends on how many samples
-    share its batch (matrix kernels block the work by batch size), so a
-    transform would change in the seventh digit with the batch. In float64
-    that noise is far below float32 resolution. The copies are made per call:
-    for these networks that costs less than the forward pass itself.
+    float32 runs the module itself. float64 runs it with float64 copies of
+    its weights, made once here: in float32 the rounding of a sample's
+    output depends on how many samples share its batch (matrix kernels block
+    the work by batch size), in float64 that noise is far below float32
+    resolution, which bit-level comparisons need.
 
     Parameters
     ----------
     module : torch.nn.Module
         The network; its own weights are left as they are.
-    *inputs : torch.Tensor
-        Its inputs, converted to float64.
+    dtype : torch.dtype, default=torch.float32
+        Precision of the forward pass.
 
     Returns
     -------
-    output : torch.Tensor
-        ``module``'s float64 output.
+    forward : callable
+        Maps a batch of inputs to ``module``'s outputs in ``dtype``.
     """
-    params = {name: p.detach().double() for name, p in module.named_parameters()}
+    if dtype == torch.float32:
+        parameter = next(module.parameters(), None)
+        if parameter is None or parameter.dtype == torch.float32:
+
+            def forward(x: torch.Tensor) -> torch.Tensor:
+                with torch.no_grad():
+                    return module(x)
+
+            return forward
+    params = {name: p.detach().to(dtype) for name, p in module.named_parameters()}
     buffers = {
-        name: b.double() if b.is_floating_point() else b
+        name: b.to(dtype) if b.is_floating_point() else b
         for name, b in module.named_buffers()
     }
-    with torch.no_grad():
-        return torch.func.functional_call(
-            module, (params, buffers), tuple(x.double() for x in inputs)
-        )
 
+    def forward_in_dtype(x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return torch.func.functional_call(module, (params, buffers), (x.to(dtype),))
 
-def set_elementary_batch_norm(module: nn.Module, elementary: bool = True) -> None:
-    """Switch every :class:`TaskBatchNorm2d` in ``module`` to elementary operations.
-
-    Parameters
-    ----------
-    module : torch.nn.Module
-        The network whose layers are switched.
-    elementary : bool, default=True
-        Whether the layers normalise with elementary operations (exact
-        second-order gradients under ``vmap``) or the native kernel.
-    """
-    for layer in module.modules():
-        if isinstance(layer, TaskBatchNorm2d):
-            layer.elementary = elementary
+    return forward_in_dtype
 
 
 class MLP(nn.Module):

@@ -692,13 +692,13 @@ class LEONetwork(nn.Module):
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """Features ``(n, in_features)`` that the core sees for samples ``x``."""
-        return x if self.backbone is None else self.backbone(x)
+        return x.flatten(1) if self.backbone is None else self.backbone(x)
 
     def _features(
         self, support_x: torch.Tensor, query_x: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         if self.backbone is None:
-            return support_x, query_x
+            return support_x.flatten(2), query_x.flatten(2)
         n_tasks, n_support = support_x.shape[:2]
         n_query = query_x.shape[1]
         features = self.embed(

@@ -127,9 +127,16 @@ class PrototypicalNetwork(nn.Module):
         prototypes : torch.Tensor of shape (..., n_classes, D)
             Class means.
         """
-        one_hot = F.one_hot(labels, n_classes).to(embeddings.dtype)
-        sums = one_hot.transpose(-1, -2) @ embeddings
-        return sums / one_hot.sum(dim=-2).clamp_min(1.0).unsqueeze(-1)
+        # Sums by scatter-add: a one-hot matrix would be samples x classes.
+        shape = (*labels.shape[:-1], n_classes)
+        sums = embeddings.new_zeros(*shape, embeddings.shape[-1])
+        sums = sums.scatter_add(
+            -2, labels.unsqueeze(-1).expand_as(embeddings), embeddings
+        )
+        counts = embeddings.new_zeros(shape).scatter_add(
+            -1, labels, embeddings.new_ones(labels.shape)
+        )
+        return sums / counts.clamp_min(1.0).unsqueeze(-1)
 
     def logits(self, queries: torch.Tensor, prototypes: torch.Tensor) -> torch.Tensor:
         """Logits ``(..., Q, C)`` of query embeddings against class prototypes.

@@ -9,7 +9,6 @@ from .backbones import (
     embedding_size,
     forward_in_float64,
     make_backbone,
-    set_elementary_batch_norm,
 )
 from .leo import LEO, LEOState
 from .maml import MAML
@@ -28,5 +27,4 @@ __all__ = [
     "embedding_size",
     "forward_in_float64",
     "make_backbone",
-    "set_elementary_batch_norm",
 ]

@@ -6,11 +6,26 @@ Every backbone maps a batch ``(n, *input_shape)`` to embeddings
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import threading
+from collections.abc import Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+_elementary = threading.local()
+
+
+@contextlib.contextmanager
+def elementary_batch_norm() -> Iterator[None]:
+    """In this thread, :class:`TaskBatchNorm2d` computes with elementary operations."""
+    previous = getattr(_elementary, "on", False)
+    _elementary.on = True
+    try:
+        yield
+    finally:
+        _elementary.on = previous
 
 
 class TaskBatchNorm2d(nn.Module):
@@ -24,16 +39,16 @@ class TaskBatchNorm2d(nn.Module):
     are some, so that a transform does not depend on which other samples
     share the batch; before calibration it falls back to batch statistics.
 
-    With ``elementary=True`` the normalisation is written with elementary
-    operations: under ``vmap`` the second-order gradient of the native
-    ``batch_norm`` kernel was measured wrong in torch 2.13, this form is exact.
+    Inside :func:`elementary_batch_norm` the normalisation is written with
+    elementary operations: under ``vmap`` the second-order gradient of the
+    native ``batch_norm`` kernel was measured wrong in torch 2.13, this form
+    is exact.
     """
 
     def __init__(self, num_features: int, eps: float = 1e-5) -> None:
         super().__init__()
         self.num_features = num_features
         self.eps = eps
-        self.elementary = False
         self.weight = nn.Parameter(torch.ones(num_features))
         self.bias = nn.Parameter(torch.zeros(num_features))
         self.register_buffer("running_mean", torch.zeros(num_features))
@@ -42,7 +57,7 @@ class TaskBatchNorm2d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         use_batch = self.training or not bool(self.calibrated)
-        if use_batch and not self.elementary:
+        if use_batch and not getattr(_elementary, "on", False):
             return F.batch_norm(
                 x, None, None, self.weight, self.bias, training=True, eps=self.eps
             )
@@ -123,13 +138,6 @@ def forward_in_float64(module: nn.Module, *inputs: torch.Tensor) -> torch.Tensor
         )
 
 
-def set_elementary_batch_norm(module: nn.Module, elementary: bool = True) -> None:
-    """Switch every :class:`TaskBatchNorm2d` in ``module`` to elementary operations."""
-    for layer in module.modules():
-        if isinstance(layer, TaskBatchNorm2d):
-            layer.elementary = elementary
-
-
 class MLP(nn.Module):
     """Fully connected network for tabular rows: ``Linear -> ReLU`` blocks.
 
@@ -190,6 +198,7 @@ class Conv4(nn.Module):
             )
         self.input_shape = tuple(int(s) for s in input_shape)
         self.channels_last = False
+        self.fused = True
         channels, height, width = self.input_shape
         blocks: list[nn.Module] = []
         for _ in range(n_blocks):
@@ -233,6 +242,19 @@ class Conv4(nn.Module):
         self.to(memory_format=torch.channels_last)
         self.channels_last = True
         return self
+
+    def forward_differentiated_once(
+        self, params: dict[str, torch.Tensor], x: torch.Tensor
+    ) -> torch.Tensor | None:
+        """``self(x)`` with ``params`` (by name) for a result differentiated at
+        most once, through fused blocks; None where they do not apply."""
+        from . import _fused_conv4
+
+        if not self.fused or getattr(_elementary, "on", False):
+            return None
+        if not _fused_conv4.can_fuse(self, x):
+            return None
+        return _fused_conv4.fused_forward(self, params, x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.reshape(x.shape[0], *self.input_shape)

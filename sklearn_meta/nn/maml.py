@@ -1,45 +1,26 @@
-"""What MAML computes: one per-task function, and its family as options of it.
+"""What MAML computes: one per-task function, and its family as its options.
 
-:class:`MAML` holds the meta-learned initialisation (a backbone ``body`` and
-a linear ``head``). Everything it computes goes through one per-task
-function, :meth:`MAML.task_output`: inner steps on the task's support set
-from the initial parameters (:meth:`MAML.adapt_task`), then the adapted
-network's query predictions. Meta-training back-propagates a loss on those
-predictions, evaluation takes them under :func:`torch.no_grad`, and
-``partial_fit`` keeps the adapted parameters (:meth:`MAML.adapt`). The
-family is options of that function:
-
-- second-order MAML (default): the inner gradients keep their graph;
-- ``first_order=True``: the inner gradients are constants;
-- ``inner_params="head"`` (ANIL): only the head adapts; the body runs once
-  per task and set;
-- ``learn_inner_lr=True`` (Meta-SGD): a learned step size per weight;
-- ``algorithm="reptile"``: no meta-gradient through the steps; the task's
-  penalty carries Reptile's direction ``init - adapted``;
-- ``algorithm="imaml"``: the inner problem is regularised towards the
-  initial parameters and the adapted parameters are differentiated by the
-  implicit function theorem (:class:`_ImplicitAdaptation`).
-
-How the tasks of a meta-batch run (one after the other, side by side on
-threads, vectorised) is not this module's business: ``forward`` and
-:meth:`MAML.meta_backward` hand the per-task function to ``executor``, any
-object with the two methods of :mod:`sklearn_meta.nn.executors`' executors.
-The inner gradients are :func:`torch.func.grad`, with the body's buffers as
-explicit inputs, so the function runs under :func:`torch.func.vmap` too.
+:meth:`MAML.task_output` is the algorithm for one task: inner steps on the
+support set from the initial parameters (:meth:`MAML.adapt_task`), then the
+adapted network's query predictions. Meta-training, evaluation and
+adaptation (:meth:`MAML.adapt`) all go through it; first order, ANIL,
+Meta-SGD, Reptile and iMAML are its options. How the tasks of a meta-batch
+run is the business of the ``executor`` it is handed
+(:mod:`sklearn_meta.nn.executors`), which this module does not import. The
+inner gradients are :func:`torch.func.grad` with the body's buffers as
+explicit inputs, so the function also runs under :func:`torch.func.vmap`.
 """
 
 from __future__ import annotations
 
-import copy
-import threading
-import weakref
 from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
-from torch.func import functional_call
+
+from .functional import functional_forward
 
 __all__ = ["MAML"]
 
@@ -47,11 +28,6 @@ Params = dict[str, torch.Tensor]
 
 _HEAD_NAMES = ("head.weight", "head.bias")
 _ALGORITHMS = ("maml", "reptile", "imaml")
-
-# functional_call swaps a module's tensors in place for the duration of the
-# call, so two threads must not run it on the same module: a thread other
-# than the main one runs it on its own shallow replica of the body.
-_replicas = threading.local()
 
 
 def _check_option(name: str, value: object, allowed: tuple) -> None:
@@ -134,12 +110,6 @@ class _ImplicitAdaptation(torch.autograd.Function):
         return (None, None, None, None, *solution)
 
 
-def _shallow_replica(module: nn.Module) -> nn.Module:
-    """A copy of ``module``'s structure that shares its parameters and buffers."""
-    shared = {id(t): t for t in (*module.parameters(), *module.buffers())}
-    return copy.deepcopy(module, memo=shared)
-
-
 class _InOrder:
     """The default executor: the tasks one after the other, in this thread."""
 
@@ -166,10 +136,9 @@ class MAML(nn.Module):
     ----------
     body : torch.nn.Module
         Backbone mapping ``(n, *sample_shape)`` to ``(n, embedding_dim)``.
-        Any module: BatchNorm layers normalise each task's sets by their own
-        statistics in training mode, and running statistics it tracks are
-        updated on per-task copies that are dropped (nothing travels from one
-        task to another); in eval mode the stored statistics are used.
+        In training mode its BatchNorm layers normalise each task's sets by
+        their own statistics; running statistics are updated on per-task
+        copies that are dropped. In eval mode the stored ones are used.
     embedding_dim : int or None, default=None
         Width of the body's output; ``None`` reads ``body.out_features``.
     inner_lr : float, default=0.1
@@ -184,23 +153,19 @@ class MAML(nn.Module):
     learn_inner_lr : bool, default=False
         Meta-SGD: one learned step size per adapted weight.
     algorithm : {"maml", "reptile", "imaml"}, default="maml"
-        ``"reptile"``: the meta-gradient is replaced by Reptile's direction
-        ``init - adapted`` averaged over tasks (the penalty of
-        :meth:`forward_with_penalty`). ``"imaml"``: implicit MAML, see
-        ``imaml_lambda`` and ``cg_steps``.
+        ``"reptile"``: Reptile's direction ``init - adapted`` replaces the
+        meta-gradient (through the penalty of :meth:`forward_with_penalty`).
+        ``"imaml"``: implicit MAML.
     imaml_lambda : float, default=1.0
-        iMAML's regularisation strength: the inner loss is the support loss
-        plus ``imaml_lambda / 2`` times the squared distance to the initial
-        parameters.
+        iMAML: the inner loss adds ``imaml_lambda / 2`` times the squared
+        distance to the initial parameters.
     cg_steps : int, default=5
         iMAML: conjugate-gradient steps of the implicit meta-gradient.
     task : {"classification", "regression"}, default="classification"
-        Classification returns logits and uses cross-entropy in the inner
-        loop; regression returns one value per sample and the squared error.
+        Logits and cross-entropy, or one value per sample and squared error.
     executor : object or None, default=None
-        Runs the per-task function over a meta-batch
-        (:mod:`sklearn_meta.nn.executors`); ``None`` runs the tasks one
-        after the other.
+        Maps the per-task function over a meta-batch
+        (:mod:`sklearn_meta.nn.executors`); ``None``: one task after another.
 
     Attributes
     ----------
@@ -213,25 +178,17 @@ class MAML(nn.Module):
         Meta-SGD step sizes, shaped like each adapted parameter, keyed by
         the parameter name with dots replaced by ``-``.
 
-    Notes
-    -----
-    With the replicated head every class has the same logit before the
-    first inner step, so that step's gradient reaches the head only; the
-    body adapts from the second step on.
-
     References
     ----------
     .. [1] C. Finn, P. Abbeel and S. Levine, "Model-Agnostic Meta-Learning
        for Fast Adaptation of Deep Networks", ICML 2017.
-    .. [2] A. Raghu et al., "Rapid Learning or Feature Reuse?", ICLR 2020 (ANIL).
-    .. [3] Z. Li et al., "Meta-SGD: Learning to Learn Quickly for Few-Shot
-       Learning", 2017.
-    .. [4] A. Nichol, J. Achiam and J. Schulman, "On First-Order
-       Meta-Learning Algorithms", 2018 (Reptile).
-    .. [5] A. Rajeswaran, C. Finn, S. Kakade and S. Levine, "Meta-Learning
-       with Implicit Gradients", NeurIPS 2019 (iMAML).
+    .. [2] A. Raghu et al., "Rapid Learning or Feature Reuse?", ICLR 2020.
+    .. [3] Z. Li et al., "Meta-SGD", 2017.
+    .. [4] A. Nichol et al., "On First-Order Meta-Learning Algorithms", 2018.
+    .. [5] A. Rajeswaran et al., "Meta-Learning with Implicit Gradients",
+       NeurIPS 2019.
     .. [6] H.-J. Ye and W.-L. Chao, "How to Train Your MAML to Excel in
-       Few-Shot Classification", ICLR 2022 (UnicornMAML).
+       Few-Shot Classification", ICLR 2022.
 
     Examples
     --------
@@ -269,33 +226,26 @@ class MAML(nn.Module):
         _check_option("inner_params", inner_params, ("all", "head"))
         _check_option("algorithm", algorithm, _ALGORITHMS)
         _check_option("task", task, ("classification", "regression"))
-        if int(inner_steps) < 0:
-            raise ValueError(f"inner_steps must be >= 0; got {inner_steps!r}")
-        if algorithm != "maml" and learn_inner_lr:
-            raise ValueError(
-                f"learn_inner_lr=True learns step sizes through the inner steps, "
-                f"which algorithm={algorithm!r} does not differentiate; use "
-                "algorithm='maml' or learn_inner_lr=False"
-            )
-        if algorithm != "maml" and inner_params == "head":
-            # Reptile: the body would never move, and the shared head row's
-            # direction is zero (cross-entropy gradients sum to zero over the
-            # classes). iMAML: the body's meta-gradient would need the mixed
-            # second derivatives the implicit solve leaves out.
-            raise ValueError(
-                f"algorithm={algorithm!r} needs inner_params='all'; use "
-                "algorithm='maml' for ANIL"
-            )
-        if algorithm == "imaml" and first_order:
-            raise ValueError(
-                "first_order=True does not apply to algorithm='imaml', whose "
-                "meta-gradient is implicit; use first_order=False"
-            )
-        if float(imaml_lambda) <= 0 or int(cg_steps) < 1:
-            raise ValueError(
-                f"imaml_lambda must be > 0 and cg_steps >= 1; got "
-                f"{imaml_lambda!r} and {cg_steps!r}"
-            )
+        # Reptile and iMAML do not differentiate through the inner steps, so
+        # no learned step sizes; ANIL would leave Reptile's body unmoved (the
+        # shared head row's direction sums to zero) and iMAML's body without
+        # the mixed derivatives its implicit solve leaves out.
+        refusals = {
+            "inner_steps must be >= 0": int(inner_steps) < 0,
+            f"learn_inner_lr=True needs algorithm='maml', not {algorithm!r}": (
+                algorithm != "maml" and learn_inner_lr
+            ),
+            f"algorithm={algorithm!r} needs inner_params='all' (ANIL is "
+            "algorithm='maml')": algorithm != "maml" and inner_params == "head",
+            "first_order=True does not apply to algorithm='imaml'": (
+                algorithm == "imaml" and first_order
+            ),
+            "imaml_lambda must be > 0": float(imaml_lambda) <= 0,
+            "cg_steps must be >= 1": int(cg_steps) < 1,
+        }
+        for message, refused in refusals.items():
+            if refused:
+                raise ValueError(message)
         if embedding_dim is None:
             embedding_dim = getattr(body, "out_features", None)
             if not isinstance(embedding_dim, int):
@@ -337,43 +287,18 @@ class MAML(nn.Module):
         return list(self._adapted_names)
 
     def initial_parameters(self, n_classes: int | None = None) -> Params:
-        """The meta-learned initialisation as a name -> tensor dictionary.
-
-        Parameters
-        ----------
-        n_classes : int or None, default=None
-            Classes of the task (classification only): the head's row and
-            bias are replicated as views, so gradients flow back to the
-            shared row. Ignored for regression.
-
-        Returns
-        -------
-        params : dict of str to torch.Tensor
-            ``body.*`` and ``head.*`` entries.
-        """
+        """The meta-learned initialisation by name (``body.*``, ``head.*``);
+        for classification the head's row and bias are replicated as views
+        for ``n_classes`` classes, so gradients flow back to the shared row."""
         params = {f"body.{n}": p for n, p in self.body.named_parameters()}
         weight, bias = self.head.weight, self.head.bias
         if self.task == "classification":
             if n_classes is None or int(n_classes) < 1:
-                raise ValueError(
-                    f"n_classes must be a positive integer for classification; "
-                    f"got {n_classes!r}"
-                )
+                raise ValueError(f"n_classes must be a positive int; got {n_classes!r}")
             weight = weight.expand(int(n_classes), self.embedding_dim)
             bias = bias.expand(int(n_classes))
         params["head.weight"], params["head.bias"] = weight, bias
         return params
-
-    def _functional_body(self) -> nn.Module:
-        if threading.current_thread() is threading.main_thread():
-            return self.body
-        replicas = _replicas.__dict__.setdefault("bodies", weakref.WeakKeyDictionary())
-        replica = replicas.get(self.body)
-        if replica is None:
-            replica = replicas[self.body] = _shallow_replica(self.body)
-        for mine, original in zip(replica.modules(), self.body.modules(), strict=True):
-            mine.training = original.training
-        return replica
 
     def task_buffers(self) -> Params:
         """The body's buffers for one task: copies in training mode, so the
@@ -383,17 +308,9 @@ class MAML(nn.Module):
             buffers = {n: b.clone() for n, b in buffers.items()}
         return buffers
 
-    def _embed(
-        self, params: Params, buffers: Params, x: torch.Tensor, once: bool = False
-    ) -> torch.Tensor:
-        """The body's embedding; ``once=True`` promises that it is
-        differentiated at most once, which a body may use to run faster."""
+    def _embed(self, params: Params, buffers: Params, x: torch.Tensor) -> torch.Tensor:
         body = {n[len("body.") :]: p for n, p in params.items() if n[:5] == "body."}
-        if once and hasattr(self.body, "forward_differentiated_once"):
-            embedding = self.body.forward_differentiated_once(body, x)
-            if embedding is not None:
-                return embedding
-        return functional_call(self._functional_body(), (body, buffers), (x,))
+        return functional_forward(self.body, body, buffers, x)
 
     def _head(self, params: Params, embedding: torch.Tensor) -> torch.Tensor:
         output = embedding @ params["head.weight"].T + params["head.bias"]
@@ -429,35 +346,18 @@ class MAML(nn.Module):
         n_steps: int,
         mode: str,
     ) -> Params:
-        """``n_steps`` inner steps on one task's support set from ``start``.
-
-        Parameters
-        ----------
-        start : dict of str to torch.Tensor
-            Every parameter by name (as :meth:`initial_parameters`).
-        buffers : dict of str to torch.Tensor
-            The body's buffers for this task (:meth:`task_buffers`).
-        support_x : torch.Tensor of shape (n_support, \\*sample_shape)
-        support_y : torch.Tensor of shape (n_support,)
-        n_steps : int
-            Inner steps.
-        mode : {"none", "first", "second", "implicit"}
-            ``"none"``: the result is detached from ``start``; ``"first"``
-            and ``"second"``: first- or second-order path to ``start``;
-            ``"implicit"``: iMAML's implicit path.
-
-        Returns
-        -------
-        params : dict of str to torch.Tensor
-            ``start`` with the adapted entries replaced.
-        """
+        """``start`` (every parameter by name) with its adapted entries
+        replaced by ``n_steps`` inner steps on one task's support set, with
+        the task's ``buffers`` (:meth:`task_buffers`). ``mode`` (see
+        :meth:`_mode`) sets the result's path back to ``start``: none,
+        first or second order, or iMAML's implicit one."""
         names = [n for n in self._adapted_names if n in start]
         fixed = {n: p for n, p in start.items() if n not in names}
         if self.inner_params == "head":
             # The body is not adapted: its support embedding is computed once,
             # and only second order differentiates through it twice.
             with torch.set_grad_enabled(torch.is_grad_enabled() and mode == "second"):
-                embedding = self._embed(start, buffers, support_x, once=True)
+                embedding = self._embed(start, buffers, support_x)
 
             def support_loss(adapted: Params, buffers: Params) -> torch.Tensor:
                 return self._loss(self._head(adapted, embedding), support_y)
@@ -517,27 +417,13 @@ class MAML(nn.Module):
         n_steps: int,
         n_classes: int | None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """One task: adapt on its support set, then predict its query set.
+        """One task: adapt on its support set ``(n_support, *sample_shape)``,
+        then predict its query set.
 
-        Parameters
-        ----------
-        support_x : torch.Tensor of shape (n_support, \\*sample_shape)
-        support_y : torch.Tensor of shape (n_support,)
-        query_x : torch.Tensor of shape (n_query, \\*sample_shape)
-        n_steps : int
-            Inner steps.
-        n_classes : int or None
-            Classes of the task (None for regression).
-
-        Returns
-        -------
-        output : torch.Tensor of shape (n_query, n_classes) or (n_query,)
-            The adapted network's predictions; their gradient with respect
-            to the module's parameters is the meta-gradient (none for
-            Reptile).
-        penalty : torch.Tensor
-            0-dim; zero in value. For Reptile in training its gradient with
-            respect to the adapted initial parameters is ``init - adapted``.
+        Returns the query predictions ``(n_query[, n_classes])``, whose
+        gradient is the meta-gradient (none for Reptile), and a 0-dim
+        penalty, zero in value; for Reptile in training its gradient is
+        ``init - adapted``.
         """
         init = self.initial_parameters(n_classes)
         buffers = self.task_buffers()
@@ -551,7 +437,7 @@ class MAML(nn.Module):
                 penalty = penalty + (init[name] * direction).sum()
             penalty = penalty - penalty.detach()
             params = {n: p.detach() for n, p in params.items()}
-        output = self._head(params, self._embed(params, buffers, query_x, once=True))
+        output = self._head(params, self._embed(params, buffers, query_x))
         return output, penalty
 
     # -- meta-batches -----------------------------------------------------------
@@ -570,25 +456,14 @@ class MAML(nn.Module):
         query_x: torch.Tensor,
         n_steps: int | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Adapt to every task of a meta-batch and predict its query set.
+        """Adapt to every task of a meta-batch and predict its query sets.
 
-        Parameters
-        ----------
-        support_x : torch.Tensor of shape (n_tasks, n_support, \\*sample_shape)
-        support_y : torch.Tensor of shape (n_tasks, n_support)
-            Class ids ``0..n_classes-1`` (the meta-batch's number of classes
-            is ``support_y.max() + 1``) or regression targets.
-        query_x : torch.Tensor of shape (n_tasks, n_query, \\*sample_shape)
-        n_steps : int or None, default=None
-            Inner steps; ``None`` means ``inner_steps``.
-
-        Returns
-        -------
-        output : torch.Tensor of shape (n_tasks, n_query[, n_classes])
-            Query predictions of the adapted networks.
-        penalty : torch.Tensor
-            0-dim term to add to the training loss: the mean of the tasks'
-            penalties (:meth:`task_output`).
+        ``support_x`` and ``query_x`` are ``(n_tasks, n, *sample_shape)``;
+        ``support_y`` holds class ids ``0..n_classes-1`` (``n_classes`` is
+        ``support_y.max() + 1``) or regression targets; ``n_steps=None``
+        means ``inner_steps``. Returns the query predictions
+        ``(n_tasks, n_query[, n_classes])`` and the 0-dim penalty to add to
+        the training loss (the tasks' mean, see :meth:`task_output`).
         """
         n_steps, n_classes, executor = self._meta_batch(support_y, n_steps)
 
@@ -619,30 +494,12 @@ class MAML(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Add the meta-gradient of a meta-batch to the parameters' ``.grad``.
 
-        The gradient of ``loss_fn(output, query_y) + penalty`` for
-        :meth:`forward_with_penalty`'s results, with ``loss_fn`` a mean over
-        tasks of equal weight; the executor may back-propagate each task on
-        its own (less memory, tasks side by side). Gradients are summed in
-        task order.
-
-        Parameters
-        ----------
-        support_x, support_y, query_x : torch.Tensor
-            As for :meth:`forward_with_penalty`.
-        query_y : torch.Tensor of shape (n_tasks, n_query)
-            Targets of the query sets.
-        loss_fn : callable
-            ``loss_fn(predictions, targets)`` on predictions shaped like
-            ``forward``'s output.
-        n_steps : int or None, default=None
-            Inner steps; ``None`` means ``inner_steps``.
-
-        Returns
-        -------
-        loss : torch.Tensor
-            The meta-batch's loss (0-dim, detached).
-        output : torch.Tensor
-            ``forward``'s output (detached).
+        The gradient of ``loss_fn(output, query_y) + penalty`` for the
+        results of :meth:`forward_with_penalty` (same arguments), with
+        ``loss_fn`` a mean over tasks of equal weight on predictions shaped
+        like ``forward``'s. The executor may back-propagate each task on its
+        own (the memory of the tasks in flight); gradients are summed in
+        task order. Returns the loss and the predictions, detached.
         """
         n_steps, n_classes, executor = self._meta_batch(support_y, n_steps)
 
@@ -658,12 +515,9 @@ class MAML(nn.Module):
             task, trainable, support_x, support_y, query_x, query_y
         )
         for parameter, grad in zip(trainable, grads, strict=True):
-            if grad is None:
-                continue
-            if parameter.grad is None:
-                parameter.grad = grad
-            else:
-                parameter.grad += grad
+            if grad is not None:
+                old = parameter.grad
+                parameter.grad = grad if old is None else old.add_(grad)
         return losses.mean(), output
 
     # -- one task, for adaptation and inference ---------------------------------
@@ -676,27 +530,10 @@ class MAML(nn.Module):
         n_steps: int | None = None,
         params: Params | None = None,
     ) -> Params:
-        """Adapt to one task with inner steps on its support set (detached).
-
-        Parameters
-        ----------
-        support_x : torch.Tensor of shape (n_support, \\*sample_shape)
-        support_y : torch.Tensor of shape (n_support,)
-            Class ids ``0..n_classes-1`` (long) or regression targets.
-        n_classes : int or None, default=None
-            Classes of the task; ``None`` means ``support_y.max() + 1`` when
-            starting from the initialisation, or the head of ``params``.
-        n_steps : int or None, default=None
-            Inner steps; ``None`` means ``inner_steps``.
-        params : dict or None, default=None
-            Parameters to continue adapting from (an earlier result); ``None``
-            starts from the meta-learned initialisation.
-
-        Returns
-        -------
-        params : dict of str to torch.Tensor
-            Every parameter by name, the adapted ones replaced.
-        """
+        """Every parameter by name after inner steps on one task's support
+        set (detached): from ``params`` (an earlier result, continued) or the
+        initialisation, with a head for ``n_classes`` classes (``None``: the
+        head of ``params``, or ``support_y.max() + 1``)."""
         n_steps = self.inner_steps if n_steps is None else int(n_steps)
         if self.task == "classification":
             if params is not None:

@@ -10,11 +10,13 @@ from .backbones import (
     forward_in_float64,
     make_backbone,
 )
+from .executors import AutoExecutor, TaskThreads, TaskVmap, choose_executor
 from .leo import LEO, LEOState
 from .maml import MAML
 from .prototypes import PrototypicalNetwork
 
 __all__ = [
+    "AutoExecutor",
     "LEO",
     "MLP",
     "Conv4",
@@ -23,7 +25,10 @@ __all__ = [
     "PrototypicalNetwork",
     "RandomAffine",
     "TaskBatchNorm2d",
+    "TaskThreads",
+    "TaskVmap",
     "calibrate_batch_norm",
+    "choose_executor",
     "embedding_size",
     "forward_in_float64",
     "make_backbone",

@@ -232,12 +232,14 @@ class MAML(nn.Module):
         # the mixed derivatives its implicit solve leaves out.
         refusals = {
             "inner_steps must be >= 0": int(inner_steps) < 0,
-            f"learn_inner_lr=True needs algorithm='maml', not {algorithm!r}": (
-                algorithm != "maml" and learn_inner_lr
+            f"learn_inner_lr=True needs algorithm='maml', not {algorithm!r}; set "
+            "learn_inner_lr=False": algorithm != "maml" and learn_inner_lr,
+            f"algorithm={algorithm!r} needs inner_params='all'; ANIL "
+            "(inner_params='head') is algorithm='maml'": (
+                algorithm != "maml" and inner_params == "head"
             ),
-            f"algorithm={algorithm!r} needs inner_params='all' (ANIL is "
-            "algorithm='maml')": algorithm != "maml" and inner_params == "head",
-            "first_order=True does not apply to algorithm='imaml'": (
+            "first_order=True does not apply to algorithm='imaml' (its "
+            "meta-gradient is implicit); set first_order=False": (
                 algorithm == "imaml" and first_order
             ),
             "imaml_lambda must be > 0": float(imaml_lambda) <= 0,

@@ -7,11 +7,16 @@ the task's query loss back-propagated (gradients accumulate task by task),
 then one Adam step. Its ANIL is learn2learn's ANIL example: the body's
 features once per task, the head adapted with MAML. Ours is
 :class:`sklearn_meta.nn.maml.MAML` as the estimator's skorch net uses it:
-``MAML.meta_backward`` (on a CPU: task by task, the tasks side by side on
-torch's threads; on a GPU: the meta-batch vectorised), Adam step.
+``MAML.meta_backward`` with the executor the estimator uses
+(:class:`sklearn_meta.nn.executors.AutoExecutor`: on a CPU the tasks side by
+side on torch's threads, each back-propagated on its own; on CUDA the
+meta-batch vectorised), Adam step.
 
-Setting: Conv4 (max-pool, or stride-2 with ``--downsample stride``; 64
-channels) on random 28x28 images, 5-way 1-shot, 15 queries per class. For every configuration both contenders start
+Setting: a body on random 28x28 grey images, 5-way 1-shot, 15 queries per
+class: Conv4 (max-pool, or stride-2 with ``--downsample stride``; 64
+channels), or with ``--body user`` a user's own ``nn.Module`` (four blocks
+of 3x3 stride-2 convolution, torch's ``nn.BatchNorm2d`` with running
+statistics, ReLU). For every configuration the contenders start
 from the same weights; after a run on one task (kernel set-up), their first
 meta-iteration compares the meta-gradients (and a float64 run on two tasks
 checks that they are equal) and measures the peak memory, then they
@@ -61,6 +66,7 @@ from torch.func import functional_call
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sklearn_meta.nn.backbones import Conv4  # noqa: E402
+from sklearn_meta.nn.executors import AutoExecutor  # noqa: E402
 from sklearn_meta.nn.maml import MAML  # noqa: E402
 
 N_WAY, K_SHOT, N_QUERY = 5, 1, 15
@@ -76,19 +82,39 @@ def make_batch(meta_batch: int, device: torch.device, seed: int = 0):
     return tuple(t.to(device) for t in (support_x, support_y, query_x, query_y))
 
 
-def make_model(
-    config: dict, device: torch.device, strategy: str, checkpoint_query: bool = False
-) -> MAML:
+class UserConvNet(torch.nn.Module):
+    """A user's network: learn2learn's stride-2 Conv4 written with torch.nn."""
+
+    def __init__(self, channels: int = 64) -> None:
+        super().__init__()
+        layers, width = [], 1
+        for _ in range(4):
+            layers += [
+                torch.nn.Conv2d(width, channels, 3, stride=2, padding=1),
+                torch.nn.BatchNorm2d(channels),
+                torch.nn.ReLU(),
+            ]
+            width = channels
+        self.layers = torch.nn.Sequential(*layers, torch.nn.Flatten())
+        self.out_features = channels * 2 * 2
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x)
+
+
+def make_model(config: dict, device: torch.device) -> MAML:
     torch.manual_seed(0)
-    body = Conv4((1, 28, 28), hidden_channels=64, downsample=config["downsample"])
+    if config["body"] == "user":
+        body = UserConvNet()
+    else:
+        body = Conv4((1, 28, 28), hidden_channels=64, downsample=config["downsample"])
     model = MAML(
         body,
         inner_lr=INNER_LR,
         inner_steps=config["inner_steps"],
         first_order=config["order"] == "first",
         inner_params=config["inner_params"],
-        strategy=strategy,
-        checkpoint_query=checkpoint_query,
+        executor=AutoExecutor(body),
     )
     return model.to(device)
 
@@ -196,9 +222,7 @@ def _peak_mib(device: torch.device, baseline: int | None) -> float | None:
     return None if peak is None else (peak - baseline) / 1024
 
 
-def _measure_peak_in_child(
-    name: str, config: dict, strategy: str, checkpoint_query: bool
-) -> float | None:
+def _measure_peak_in_child(name: str, config: dict) -> float | None:
     """Peak MiB of one meta-iteration of ``name``, in a fresh process."""
     command = [
         sys.executable,
@@ -207,13 +231,9 @@ def _measure_peak_in_child(
         name,
         "--child-config",
         json.dumps(config),
-        "--strategy",
-        strategy,
         "--threads",
         str(torch.get_num_threads()),
     ]
-    if checkpoint_query:
-        command.append("--checkpoint-query")
     result = subprocess.run(command, capture_output=True, text=True, check=True)
     figure = json.loads(result.stdout.strip().splitlines()[-1])
     return figure["peak_mib"]
@@ -232,7 +252,7 @@ def _memory_child(args) -> None:
     config = json.loads(args.child_config)
     device = torch.device("cpu")
     batch = make_batch(config["meta_batch"], device)
-    model = make_model(config, device, args.strategy, args.checkpoint_query)
+    model = make_model(config, device)
     gradients = GRADIENTS[args.memory_child]
     # One task first, as in the timed process, so set-up costs are not counted.
     gradients(model, tuple(t[:1] for t in batch))
@@ -244,16 +264,16 @@ def _memory_child(args) -> None:
     print(json.dumps({"peak_mib": _peak_mib(device, baseline)}))
 
 
-def _relative_difference(grads: dict) -> float:
+def _relative_difference(ours: list, reference: list) -> float:
     difference = max(
-        (a - b).abs().max().item()
-        for a, b in zip(grads["ours"], grads["reference"], strict=True)
+        (a - b).abs().max().item() for a, b in zip(ours, reference, strict=True)
     )
-    return difference / max(g.abs().max().item() for g in grads["reference"])
+    return difference / max(g.abs().max().item() for g in reference)
 
 
-def gradient_check_float64(config, device, strategy, checkpoint_query, batch) -> float:
-    """Both meta-gradients on two tasks in float64.
+def gradient_check_float64(config, device, names, batch) -> float:
+    """The largest relative difference of our meta-gradients from the
+    reference's, on two tasks in float64.
 
     In float32 the two differ by rounding, and inner loops amplify rounding
     (with 5 inner steps at this inner_lr the float32 reference itself is
@@ -261,57 +281,46 @@ def gradient_check_float64(config, device, strategy, checkpoint_query, batch) ->
     """
     small = tuple(t[:2].double() if t.is_floating_point() else t[:2] for t in batch)
     grads = {}
-    for name in GRADIENTS:
-        model = make_model(config, device, strategy, checkpoint_query).double()
+    for name in names:
+        model = make_model(config, device).double()
         GRADIENTS[name](model, small)
         grads[name] = [p.grad for p in model.parameters()]
-    return _relative_difference(grads)
+    return max(
+        _relative_difference(grads[name], grads["reference"])
+        for name in names
+        if name != "reference"
+    )
 
 
-def run_config(
-    config: dict,
-    device: torch.device,
-    strategy: str,
-    repeats: int,
-    checkpoint_query: bool = False,
-):
+def run_config(config: dict, device: torch.device, repeats: int, names: list[str]):
     batch = make_batch(config["meta_batch"], device)
-    models = {
-        name: make_model(config, device, strategy, checkpoint_query)
-        for name in GRADIENTS
-    }
+    models = {name: make_model(config, device) for name in names}
     optimizers = {
         name: torch.optim.Adam(model.parameters(), lr=1e-3)
         for name, model in models.items()
     }
     row: dict = {}
-    grads = {}
     # One task first, so that one-time costs (kernel set-up, caches) land
     # in neither the memory figure nor the timings.
     single = tuple(t[:1] for t in batch)
     for name, model in models.items():
         GRADIENTS[name](model, single)
-    for name, model in models.items():
-        optimizers[name].zero_grad()
-        baseline = _start_peak(device) if device.type == "cuda" else None
-        GRADIENTS[name](model, batch)
-        optimizers[name].step()
+    for name in names:
         if device.type == "cuda":
+            optimizers[name].zero_grad()
+            baseline = _start_peak(device)
+            GRADIENTS[name](models[name], batch)
+            optimizers[name].step()
             row[f"{name}_peak_mib"] = _peak_mib(device, baseline)
         else:
-            row[f"{name}_peak_mib"] = _measure_peak_in_child(
-                name, config, strategy, checkpoint_query
-            )
-        grads[name] = [p.grad.clone() for p in model.parameters()]
-    row["max_relative_grad_diff"] = _relative_difference(grads)
+            row[f"{name}_peak_mib"] = _measure_peak_in_child(name, config)
     row["max_relative_grad_diff_float64"] = gradient_check_float64(
-        config, device, strategy, checkpoint_query, batch
+        config, device, names, batch
     )
     if row["ours_peak_mib"] is not None and row["reference_peak_mib"]:
         row["memory_ratio"] = row["ours_peak_mib"] / row["reference_peak_mib"]
-    del grads
-    wall: dict[str, list[float]] = {name: [] for name in GRADIENTS}
-    cpu: dict[str, list[float]] = {name: [] for name in GRADIENTS}
+    wall: dict[str, list[float]] = {name: [] for name in names}
+    cpu: dict[str, list[float]] = {name: [] for name in names}
     for _ in range(repeats):
         for name, model in models.items():
             synchronize(device)
@@ -323,9 +332,9 @@ def run_config(
             wall[name].append(time.perf_counter() - start)
             cpu[name].append(time.process_time() - cpu_start)
     for label, times in (("", wall), ("cpu_", cpu)):
+        for name in names:
+            row[f"{name}_{label}s"] = statistics.median(times[name])
         ratios = [r / o for r, o in zip(times["reference"], times["ours"], strict=True)]
-        row[f"ours_{label}s"] = statistics.median(times["ours"])
-        row[f"reference_{label}s"] = statistics.median(times["reference"])
         row[f"{label}speedup"] = statistics.median(ratios)
     return row
 
@@ -348,7 +357,12 @@ def parse_args(argv=None):
         default=1,
         help="timed iterations per contender and configuration (median)",
     )
-    parser.add_argument("--strategy", default="auto", help="MAML(strategy=...)")
+    parser.add_argument(
+        "--body",
+        default="conv4",
+        choices=["conv4", "user"],
+        help="Conv4, or a user's nn.Module with nn.BatchNorm2d",
+    )
     parser.add_argument(
         "--downsample",
         default="max_pool",
@@ -356,11 +370,6 @@ def parse_args(argv=None):
         help="Conv4 layout: max-pooling, or stride-2 convolutions (learn2learn's)",
     )
     parser.add_argument("--threads", type=int, default=None, help="torch threads")
-    parser.add_argument(
-        "--checkpoint-query",
-        action="store_true",
-        help="MAML(checkpoint_query=True): the memory of a per-task loop",
-    )
     parser.add_argument(
         "--memory-child", choices=list(GRADIENTS), help=argparse.SUPPRESS
     )
@@ -378,6 +387,7 @@ def main(argv=None) -> None:
     device = torch.device(args.device)
     batch_sizes = args.batch_sizes or ([4, 16] if args.quick else [4, 16, 32])
     inner_steps = args.inner_steps or ([1] if args.quick else [1, 5])
+    names = list(GRADIENTS)
     configs = []
     for meta_batch in batch_sizes:
         for steps in inner_steps:
@@ -393,41 +403,23 @@ def main(argv=None) -> None:
             "inner_steps": steps,
             "order": order,
             "inner_params": inner_params,
+            "body": args.body,
             "downsample": args.downsample,
         }
-        row = {
-            **config,
-            **run_config(
-                config, device, args.strategy, args.repeats, args.checkpoint_query
-            ),
-        }
+        row = {**config, **run_config(config, device, args.repeats, names)}
         results.append(row)
         print(json.dumps(row), file=sys.stderr, flush=True)
-    anil = {}
-    by_key = {
-        (r["meta_batch"], r["inner_steps"], r["order"], r["inner_params"]): r
-        for r in results
-    }
-    for (meta_batch, steps, order, inner_params), row in by_key.items():
-        full = by_key.get((meta_batch, steps, order, "all"))
-        if inner_params == "head" and full is not None:
-            anil[f"meta_batch={meta_batch},inner_steps={steps}"] = {
-                "wall": full["ours_s"] / row["ours_s"],
-                "cpu": full["ours_cpu_s"] / row["ours_cpu_s"],
-            }
     summary = {
         "benchmark": "speed_maml",
         "device": str(device),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "machine": platform.machine(),
-        "setting": f"Conv4 {args.downsample} 64ch, 28x28, 5-way 1-shot, 15 queries",
-        "strategy": args.strategy,
-        "checkpoint_query": args.checkpoint_query,
+        "setting": f"{args.body} {args.downsample} 64ch, 28x28, 5-way 1-shot, "
+        "15 queries",
         "repeats": args.repeats,
         "total_s": time.perf_counter() - started,
         "results": results,
-        "anil_speedup_over_full_maml": anil,
     }
     print(json.dumps(summary))
 

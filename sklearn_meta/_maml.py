@@ -27,6 +27,7 @@ from .nn.backbones import (
     embedding_size,
     make_backbone,
 )
+from .nn.executors import AutoExecutor
 from .nn.losses import episode_scores
 from .nn.maml import MAML
 
@@ -69,7 +70,9 @@ class MAMLFeatureExtractor(
     The family: ``first_order=True`` is first-order MAML; ``inner_params="head"``
     is ANIL (only the head adapts; the body runs once per meta-batch);
     ``learn_inner_lr=True`` is Meta-SGD (a learned step size per weight);
-    ``algorithm="reptile"`` is Reptile. The default, second-order MAML, is
+    ``algorithm="reptile"`` is Reptile; ``algorithm="imaml"`` is implicit
+    MAML (the meta-gradient by the implicit function theorem, memory
+    independent of ``inner_steps``). The default, second-order MAML, is
     exact: its meta-gradient equals a plain-autograd reference.
 
     Parameters
@@ -87,8 +90,20 @@ class MAMLFeatureExtractor(
         ``"head"`` adapts only the head (ANIL).
     learn_inner_lr : bool, default=False
         Meta-SGD: learn one inner step size per adapted weight.
-    algorithm : {"maml", "reptile"}, default="maml"
+    algorithm : {"maml", "reptile", "imaml"}, default="maml"
         ``"reptile"`` moves the initialisation towards the adapted weights.
+        ``"imaml"`` regularises the inner problem towards the initialisation
+        (``imaml_lambda``) and computes the meta-gradient by the implicit
+        function theorem with conjugate gradient (``cg_steps``); it takes
+        neither ``first_order``, ``learn_inner_lr`` nor
+        ``inner_params="head"``.
+    imaml_lambda : float, default=1.0
+        iMAML: strength of the pull towards the initialisation in the inner
+        loss, ``imaml_lambda / 2 * |weights - initialisation|^2``. Larger
+        values adapt less and make the meta-gradient cheaper to solve for.
+    cg_steps : int, default=5
+        iMAML: conjugate-gradient steps (Hessian-vector products) per task
+        for the meta-gradient.
     task : {"auto", "classification", "regression"}, default="auto"
         ``"auto"``: regression when ``y`` is continuous (tasks then come from
         ``groups``), classification otherwise.
@@ -214,7 +229,9 @@ class MAMLFeatureExtractor(
         "first_order": ["boolean"],
         "inner_params": [StrOptions({"all", "head"})],
         "learn_inner_lr": ["boolean"],
-        "algorithm": [StrOptions({"maml", "reptile"})],
+        "algorithm": [StrOptions({"maml", "reptile", "imaml"})],
+        "imaml_lambda": [Interval(Real, 0, None, closed="neither")],
+        "cg_steps": [Interval(Integral, 1, None, closed="left")],
         "task": [StrOptions({"auto", "classification", "regression"})],
     }
 
@@ -228,6 +245,8 @@ class MAMLFeatureExtractor(
         inner_params="all",
         learn_inner_lr=False,
         algorithm="maml",
+        imaml_lambda=1.0,
+        cg_steps=5,
         task="auto",
         backbone="auto",
         hidden_layer_sizes=(128, 128),
@@ -256,6 +275,8 @@ class MAMLFeatureExtractor(
         self.inner_params = inner_params
         self.learn_inner_lr = learn_inner_lr
         self.algorithm = algorithm
+        self.imaml_lambda = imaml_lambda
+        self.cg_steps = cg_steps
         self.task = task
         self.backbone = backbone
         self.hidden_layer_sizes = hidden_layer_sizes
@@ -288,14 +309,9 @@ class MAMLFeatureExtractor(
         )
         if isinstance(kind, torch.nn.Module):
             body = copy.deepcopy(body)
-        if self.algorithm == "reptile" and (
-            self.learn_inner_lr or self.inner_params == "head"
-        ):
-            raise ValueError(
-                "algorithm='reptile' needs learn_inner_lr=False and "
-                "inner_params='all': Reptile has no meta-gradient to learn step "
-                "sizes with, and with only the head adapting it learns nothing"
-            )
+        # MAML refuses the combinations that do not apply (reptile or imaml
+        # with learn_inner_lr or ANIL, imaml with first_order) with a
+        # ValueError naming them.
         return MAML(
             body,
             embedding_dim=embedding_size(body, self.input_shape_),
@@ -305,7 +321,11 @@ class MAMLFeatureExtractor(
             inner_params=self.inner_params,
             learn_inner_lr=self.learn_inner_lr,
             algorithm=self.algorithm,
+            imaml_lambda=self.imaml_lambda,
+            cg_steps=self.cg_steps,
             task="regression" if regression else "classification",
+            # iMAML's implicit gradient node has no vmap rule.
+            executor=AutoExecutor(body, vectorisable=self.algorithm != "imaml"),
         )
 
     def _divergence_hint(self) -> str:

@@ -109,11 +109,12 @@ def test_batched_scores_equal_adapting_episode_by_episode(fitted, blobs):
         {"inner_params": "head"},
         {"learn_inner_lr": True},
         {"algorithm": "reptile", "inner_steps": 3},
+        {"algorithm": "imaml", "inner_steps": 3, "imaml_lambda": 0.5, "cg_steps": 3},
     ],
-    ids=["first-order", "anil", "meta-sgd", "reptile"],
+    ids=["first-order", "anil", "meta-sgd", "reptile", "imaml"],
 )
 def test_family_members_fit_and_adapt(blobs, params):
-    """First-order MAML, ANIL, Meta-SGD and Reptile meta-train and adapt."""
+    """First-order MAML, ANIL, Meta-SGD, Reptile and iMAML meta-train and adapt."""
     X, y = blobs
     clf = small(**params).fit(X[y < 30], y[y < 30])
     result = evaluate_few_shot(
@@ -127,6 +128,42 @@ def test_reptile_with_anil_is_refused(blobs):
     X, y = blobs
     with pytest.raises(ValueError, match="reptile"):
         small(algorithm="reptile", inner_params="head").fit(X, y)
+
+
+@pytest.mark.parametrize(
+    "params",
+    [{"first_order": True}, {"learn_inner_lr": True}, {"inner_params": "head"}],
+)
+def test_imaml_refuses_what_does_not_apply(blobs, params):
+    """iMAML has no first-order variant, no learned step sizes and no ANIL."""
+    X, y = blobs
+    name = next(iter(params))
+    with pytest.raises(ValueError, match=name):
+        small(algorithm="imaml", **params).fit(X, y)
+
+
+def test_imaml_meta_learns_sinusoids():
+    """iMAML meta-training lowers the few-shot regression error of the
+    initialisation it starts from."""
+    X, y, groups = make_sinusoid_tasks(n_tasks=100, n_points=20, random_state=0)
+    common = dict(
+        algorithm="imaml",
+        inner_lr=0.02,
+        inner_steps=5,
+        imaml_lambda=1.0,
+        hidden_layer_sizes=(40, 40),
+        embedding_dim=40,
+        k_shot=10,
+        n_query=10,
+        meta_batch_size=10,
+        meta_lr=3e-3,
+    )
+    untrained = small(**{**common, "meta_lr": 1e-9}, episodes_per_epoch=10)
+    trained = small(**common, episodes_per_epoch=300)
+    scores = [
+        est.fit(X, y, groups=groups).score(X, y, groups) for est in (untrained, trained)
+    ]
+    assert scores[1] > scores[0]
 
 
 def test_regression_on_sinusoids():

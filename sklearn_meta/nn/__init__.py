@@ -11,11 +11,13 @@ from .backbones import (
     inference_forward,
     make_backbone,
 )
+from .executors import AutoExecutor, TaskThreads, TaskVmap, choose_executor
 from .leo import LEO, LEONetwork, LEOState
 from .maml import MAML
 from .prototypes import PrototypicalNetwork
 
 __all__ = [
+    "AutoExecutor",
     "LEO",
     "LEONetwork",
     "MLP",
@@ -26,7 +28,10 @@ __all__ = [
     "RandomAffine",
     "TaskBatchNorm2d",
     "batch_statistics",
+    "TaskThreads",
+    "TaskVmap",
     "calibrate_batch_norm",
+    "choose_executor",
     "embedding_size",
     "inference_forward",
     "make_backbone",

@@ -7,11 +7,25 @@ Every backbone maps a batch ``(n, *input_shape)`` to embeddings
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Callable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+_elementary = threading.local()
+
+
+@contextlib.contextmanager
+def elementary_batch_norm() -> Iterator[None]:
+    """In this thread, :class:`TaskBatchNorm2d` computes with elementary operations."""
+    previous = getattr(_elementary, "on", False)
+    _elementary.on = True
+    try:
+        yield
+    finally:
+        _elementary.on = previous
 
 
 class TaskBatchNorm2d(nn.Module):
@@ -25,9 +39,10 @@ class TaskBatchNorm2d(nn.Module):
     are some, so that a transform does not depend on which other samples
     share the batch; before calibration it falls back to batch statistics.
 
-    With ``elementary=True`` the normalisation is written with elementary
-    operations: under ``vmap`` the second-order gradient of the native
-    ``batch_norm`` kernel was measured wrong in torch 2.13, this form is exact.
+    Inside :func:`elementary_batch_norm` the normalisation is written with
+    elementary operations: under ``vmap`` the second-order gradient of the
+    native ``batch_norm`` kernel was measured wrong in torch 2.13, this form
+    is exact.
 
     Parameters
     ----------
@@ -41,7 +56,6 @@ class TaskBatchNorm2d(nn.Module):
         super().__init__()
         self.num_features = num_features
         self.eps = eps
-        self.elementary = False
         self.weight = nn.Parameter(torch.ones(num_features))
         self.bias = nn.Parameter(torch.zeros(num_features))
         self.register_buffer("running_mean", torch.zeros(num_features))
@@ -50,7 +64,7 @@ class TaskBatchNorm2d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         use_batch = self.training or not bool(self.calibrated)
-        if use_batch and not self.elementary:
+        if use_batch and not getattr(_elementary, "on", False):
             return F.batch_norm(
                 x, None, None, self.weight, self.bias, training=True, eps=self.eps
             )

@@ -27,7 +27,8 @@ from ._base import (
 from ._compat import Interval, StrOptions, _fit_context
 from ._data import CHUNK_SIZE, Samples
 from .nn.backbones import embedding_size, make_backbone
-from .nn.leo import LEO, LEONetwork, LEOState
+from .nn.leo import LEO, LEOState
+from .nn.leo_network import LEONetwork
 from .tasks import TaskCollection
 
 #: The internal standardisation scales the features so that, at the

@@ -12,7 +12,8 @@ from .backbones import (
     make_backbone,
 )
 from .executors import AutoExecutor, TaskThreads, TaskVmap, choose_executor
-from .leo import LEO, LEONetwork, LEOState
+from .leo import LEO, LEOState
+from .leo_network import LEONetwork
 from .maml import MAML
 from .prototypes import PrototypicalNetwork
 

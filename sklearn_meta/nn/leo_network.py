@@ -1,0 +1,71 @@
+"""LEO's core with an optional backbone in front of it, trained jointly."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .leo import LEO
+
+
+class LEONetwork(nn.Module):
+    """An optional backbone in front of the LEO core, trained jointly.
+
+    Without a backbone the core sees the input features; with one, the
+    backbone's embeddings of all the samples of a meta-batch, computed in
+    one pass.
+
+    Parameters
+    ----------
+    leo : LEO
+        The core.
+    backbone : torch.nn.Module or None, default=None
+        Maps samples ``(n, *sample_shape)`` to features ``(n, leo.in_features)``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from sklearn_meta.nn.leo import LEO
+    >>> from sklearn_meta.nn.leo_network import LEONetwork
+    >>> network = LEONetwork(LEO(3, latent_dim=2), torch.nn.Linear(5, 3))
+    >>> network(torch.randn(1, 2, 5), torch.tensor([[0, 1]]), torch.randn(1, 4, 5)).shape
+    torch.Size([1, 4, 2])
+    """
+
+    def __init__(self, leo: LEO, backbone: nn.Module | None = None) -> None:
+        super().__init__()
+        self.leo = leo
+        self.backbone = backbone
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Features ``(n, in_features)`` that the core sees for samples ``x``."""
+        return x.flatten(1) if self.backbone is None else self.backbone(x)
+
+    def _features(
+        self, support_x: torch.Tensor, query_x: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.backbone is None:
+            return support_x.flatten(2), query_x.flatten(2)
+        n_tasks, n_support = support_x.shape[:2]
+        n_query = query_x.shape[1]
+        features = self.embed(
+            torch.cat([support_x.flatten(0, 1), query_x.flatten(0, 1)])
+        )
+        return (
+            features[: n_tasks * n_support].view(n_tasks, n_support, -1),
+            features[n_tasks * n_support :].view(n_tasks, n_query, -1),
+        )
+
+    def forward(
+        self, support_x: torch.Tensor, support_y: torch.Tensor, query_x: torch.Tensor
+    ) -> torch.Tensor:
+        """Query logits ``(B, Q, n_classes)``, as :meth:`LEO.forward`."""
+        support_x, query_x = self._features(support_x, query_x)
+        return self.leo(support_x, support_y, query_x)
+
+    def forward_with_penalty(
+        self, support_x: torch.Tensor, support_y: torch.Tensor, query_x: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Query logits and the core's penalty, as :meth:`LEO.forward_with_penalty`."""
+        support_x, query_x = self._features(support_x, query_x)
+        return self.leo.forward_with_penalty(support_x, support_y, query_x)

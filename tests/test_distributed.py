@@ -66,6 +66,7 @@ def _estimators(meta_batch_size: int, distributed: bool) -> dict:
         meta_lr=0.01,
         device=DEVICE,
         distributed=distributed,
+        inference_dtype="float64",  # the whole fit runs in float64, calibration too
         random_state=0,
     )
     torch.manual_seed(0)  # the backbones' initial weights

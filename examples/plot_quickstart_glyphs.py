@@ -73,6 +73,7 @@ clf.reset_adaptation()
 # Many tasks: mean accuracy over 300 episodes at each number of shots, with
 # its 95% confidence band, next to nearest centroids on raw pixels on the
 # same episodes. The baseline is what a meta-learner has to beat.
+# sphinx_gallery_thumbnail_number = 3
 display = ShotCurveDisplay.from_estimator(
     clf, X_new, y_new, shots=[1, 2, 5, 10], n_episodes=300, random_state=0
 )

@@ -98,6 +98,8 @@ sphinx_gallery_conf = {
     "backreferences_dir": "generated/backreferences",
     "min_reported_time": 1,
     "show_memory": False,
+    # Printed output only: no repr of a cell's last value (a Display object).
+    "capture_repr": (),
 }
 
 # -- Pages written by other authors, included once they exist -----------------

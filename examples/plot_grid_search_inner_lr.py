@@ -41,7 +41,7 @@ print("best:", search.best_params_, f"5-way 1-shot {search.best_score_:.1%}")
 scores = search.cv_results_["mean_test_score"].reshape(
     len(grid["inner_lr"]), len(grid["inner_steps"])
 )
-fig, ax = plt.subplots(figsize=(4, 3.5))
+fig, ax = plt.subplots(figsize=(4, 3.5), layout="constrained")
 image = ax.imshow(scores, cmap="viridis")
 ax.set_xticks(range(len(grid["inner_steps"])), grid["inner_steps"])
 ax.set_yticks(range(len(grid["inner_lr"])), grid["inner_lr"])

@@ -70,11 +70,13 @@ print("accuracy on this task:", np.mean(clf.predict(X_new[query]) == y_new[query
 clf.reset_adaptation()
 
 # %%
-# Many tasks: mean accuracy over 300 episodes at each number of shots, with
+# Many tasks: mean accuracy over 300 episodes at each number of shots (ten
+# queries per class, so that 10-shot episodes fit in 20 drawings), with
 # its 95% confidence band, next to nearest centroids on raw pixels on the
 # same episodes. The baseline is what a meta-learner has to beat.
+# sphinx_gallery_thumbnail_number = 3
 display = ShotCurveDisplay.from_estimator(
-    clf, X_new, y_new, shots=[1, 2, 5, 10], n_episodes=300, random_state=0
+    clf, X_new, y_new, shots=[1, 2, 5, 10], n_query=10, n_episodes=300, random_state=0
 )
 for k_shot, mean, ci95, pixels in zip(
     display.shots, display.scores, display.ci95, display.baseline_scores, strict=True

@@ -67,7 +67,7 @@ rng = np.random.default_rng(1)
 amplitude, phase = 3.0, 1.0
 support = rng.uniform(-5, 5, size=(10, 1))
 grid = np.linspace(-5, 5, 200)[:, None]
-fig, axes = plt.subplots(1, 2, figsize=(10, 3.5), sharey=True)
+fig, axes = plt.subplots(1, 2, figsize=(10, 3.5), sharey=True, layout="constrained")
 for ax, (name, model) in zip(
     axes, [("MAML", maml), ("pretrained", pretrained)], strict=True
 ):
@@ -92,7 +92,7 @@ for ax, (name, model) in zip(
 # One step from MAML's initialisation does more than ten from the
 # pretrained network's.
 X_new, y_new, groups_new = make_sinusoid_tasks(n_tasks=200, n_points=20, random_state=1)
-fig, ax = plt.subplots(figsize=(5, 3.5))
+fig, ax = plt.subplots(figsize=(5, 3.5), layout="constrained")
 for name, model in [("MAML", maml), ("pretrained", pretrained)]:
     AdaptationCurveDisplay.from_estimator(
         model.reset_adaptation(),

@@ -71,7 +71,7 @@ for n_classes in n_train_classes:
     curve.append(evaluate_few_shot(clf, X_new, y_new, **common))
     print(f"glyphs, {n_classes} training classes: {curve[-1]}")
 
-fig, ax = plt.subplots(figsize=(5, 3.5))
+fig, ax = plt.subplots(figsize=(5, 3.5), layout="constrained")
 ax.errorbar(
     n_train_classes,
     [r.mean for r in curve],

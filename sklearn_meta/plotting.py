@@ -51,7 +51,8 @@ def _pyplot(caller: str):
 def _axes(ax, caller: str):
     """``ax``, or the axes of a new figure when ``ax`` is None."""
     if ax is None:
-        _, ax = _pyplot(caller).subplots()
+        # Constrained layout keeps the axis labels (and a twin axis's) inside.
+        _, ax = _pyplot(caller).subplots(layout="constrained")
     return ax
 
 

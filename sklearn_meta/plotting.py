@@ -196,7 +196,7 @@ class AdaptationCurveDisplay:
         X,
         y,
         *,
-        steps=(0, 1, 2, 5, 10),
+        steps=None,
         param_name=None,
         groups=None,
         n_way=5,
@@ -224,8 +224,10 @@ class AdaptationCurveDisplay:
             Samples of classes (or tasks) not seen in training.
         y : array-like of shape (n_samples,)
             Their classes, or regression targets with ``groups``.
-        steps : sequence of int, default=(0, 1, 2, 5, 10)
-            Numbers of adaptation steps to evaluate.
+        steps : sequence of int, default=None
+            Numbers of adaptation steps to evaluate. None is ``(0, 1, 2, 5,
+            10)``, without 0 for MAML's classification, which refuses zero
+            steps (its head starts with every class equal).
         param_name : str or None, default=None
             The parameter to vary. None picks ``adapt_steps`` when the
             meta-learner has it (MAML), else ``finetune_steps`` (LEO, the
@@ -266,6 +268,9 @@ class AdaptationCurveDisplay:
             param_name = found[0]
         seed = _shared_seed(random_state)
         regression = type_of_target(column_or_1d(y)) == "continuous"
+        if steps is None:
+            refuses_zero = param_name == "adapt_steps" and not regression
+            steps = (1, 2, 5, 10) if refuses_zero else (0, 1, 2, 5, 10)
         results = []
         for n_steps in steps:
             candidate = copy.deepcopy(estimator)

@@ -59,16 +59,16 @@ def test_adaptation_curve_draws_evaluate_few_shot_of_each_step(maml, split):
     _, _, X_new, y_new = split
     before = maml.get_params()
     display = AdaptationCurveDisplay.from_estimator(
-        maml, X_new, y_new, steps=[0, 3], n_episodes=20, random_state=0
+        maml, X_new, y_new, steps=[1, 3], n_episodes=20, random_state=0
     )
     assert maml.get_params() == before
     expected = []
-    for steps in (0, 3):
+    for steps in (1, 3):
         candidate = copy.deepcopy(maml).set_params(adapt_steps=steps)
         expected.append(
             evaluate_few_shot(candidate, X_new, y_new, n_episodes=20, random_state=0)
         )
-    assert_allclose(display.line_.get_xdata(), [0, 3])
+    assert_allclose(display.line_.get_xdata(), [1, 3])
     assert_allclose(display.line_.get_ydata(), [r.mean for r in expected])
     band = display.fill_between_.get_paths()[0].vertices[:, 1]
     assert_allclose(band.max(), max(r.mean + r.ci95 for r in expected))

@@ -107,6 +107,15 @@ class ClassKFold(BaseCrossValidator):
     def get_n_splits(self, X=None, y=None, groups=None):
         """Number of folds.
 
+        Parameters
+        ----------
+        X : object, default=None
+            Ignored; present for API compatibility.
+        y : object, default=None
+            Ignored; present for API compatibility.
+        groups : object, default=None
+            Ignored; present for API compatibility.
+
         Returns
         -------
         n_splits : int
@@ -119,7 +128,7 @@ class ClassKFold(BaseCrossValidator):
 class FewShotResult:
     """Few-shot accuracy over many episodes, reported as the field does.
 
-    Attributes
+    Parameters
     ----------
     mean : float
         Mean score over the episodes (accuracy, or negative MSE).

@@ -39,7 +39,7 @@ class TaskBatchNorm2d(nn.Module):
     are some, so that a transform does not depend on which other samples
     share the batch; before calibration it falls back to batch statistics.
 
-    Inside :func:`elementary_batch_norm` the normalisation is written with
+    Inside the ``elementary_batch_norm()`` context the normalisation is written with
     elementary operations: under ``vmap`` the second-order gradient of the
     native ``batch_norm`` kernel was measured wrong in torch 2.13, this form
     is exact.
@@ -101,6 +101,12 @@ def batch_statistics(module: nn.Module) -> Iterator[None]:
     updates nothing that the next task would see: the behaviour of
     :class:`TaskBatchNorm2d`, which needs no help. The statistics come back
     on exit.
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+        The network whose BatchNorm layers (with ``track_running_stats``)
+        use batch statistics inside the context.
     """
     saved = []
     for layer in _tracking_layers(module):

@@ -159,6 +159,21 @@ def choose_executor(
     slower than a per-task loop there, and threads run tasks side by side.
     On CUDA, :class:`TaskVmap` when it can run the body and the per-task
     function (``vectorisable``): a per-task loop leaves a GPU idle.
+
+    Parameters
+    ----------
+    device : torch.device
+        Device the meta-batch's tensors are on.
+    body : torch.nn.Module
+        The network the per-task function runs; :class:`TaskVmap` is chosen
+        only when every layer of it can run under :func:`torch.func.vmap`.
+    vectorisable : bool, default=True
+        Whether the per-task function itself may run under ``vmap``.
+
+    Returns
+    -------
+    executor : TaskThreads or TaskVmap
+        Maps the per-task function over the tasks of a meta-batch.
     """
     if device.type == "cuda" and vectorisable and runs_under_vmap(body):
         return TaskVmap()

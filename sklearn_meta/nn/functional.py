@@ -37,6 +37,27 @@ def functional_forward(
     buffers: dict[str, torch.Tensor],
     x: torch.Tensor,
 ) -> torch.Tensor:
-    """``module(x)`` computed with ``params`` and ``buffers`` (by name) in
-    place of its own, safe to call from several threads at once."""
+    """``module(x)`` computed with given parameters and buffers in place of its own.
+
+    Safe to call from several threads at once: a thread other than the main
+    one runs a shallow replica of ``module`` that shares its tensors.
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+        The network to run.
+    params : dict of str to torch.Tensor
+        Tensors replacing the module's parameters, keyed as in
+        ``module.named_parameters()``.
+    buffers : dict of str to torch.Tensor
+        Tensors replacing the module's buffers, keyed as in
+        ``module.named_buffers()``.
+    x : torch.Tensor
+        The module's input.
+
+    Returns
+    -------
+    output : torch.Tensor
+        ``module(x)`` with those tensors.
+    """
     return functional_call(_replica(module), (params, buffers), (x,))

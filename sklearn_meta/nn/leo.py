@@ -286,6 +286,15 @@ class LEO(nn.Module):
         The training step adds the penalty to the query loss, so it carries
         the graph of this call; nothing is kept on the module.
 
+        Parameters
+        ----------
+        support_x : torch.Tensor of shape (B, S, D)
+            Support features of ``B`` tasks.
+        support_y : torch.Tensor of shape (B, S)
+            Support labels in ``0 .. n_classes - 1``.
+        query_x : torch.Tensor of shape (B, Q, D)
+            Query features.
+
         Returns
         -------
         logits : torch.Tensor of shape (B, Q, n_classes)

@@ -38,7 +38,18 @@ class LEONetwork(nn.Module):
         self.backbone = backbone
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
-        """Features ``(n, in_features)`` that the core sees for samples ``x``."""
+        """Features that the core sees for samples ``x``.
+
+        Parameters
+        ----------
+        x : torch.Tensor of shape (n, \\*sample_shape)
+            Samples.
+
+        Returns
+        -------
+        features : torch.Tensor of shape (n, in_features)
+            The backbone's output, or ``x`` flattened without a backbone.
+        """
         return x.flatten(1) if self.backbone is None else self.backbone(x)
 
     def _features(
@@ -59,13 +70,45 @@ class LEONetwork(nn.Module):
     def forward(
         self, support_x: torch.Tensor, support_y: torch.Tensor, query_x: torch.Tensor
     ) -> torch.Tensor:
-        """Query logits ``(B, Q, n_classes)``, as :meth:`LEO.forward`."""
+        """Query logits of every task of a meta-batch, as :meth:`LEO.forward`.
+
+        Parameters
+        ----------
+        support_x : torch.Tensor of shape (B, S, \\*sample_shape)
+            Support samples of ``B`` tasks.
+        support_y : torch.Tensor of shape (B, S)
+            Support labels in ``0 .. n_classes - 1``.
+        query_x : torch.Tensor of shape (B, Q, \\*sample_shape)
+            Query samples.
+
+        Returns
+        -------
+        logits : torch.Tensor of shape (B, Q, n_classes)
+            Query logits of the adapted classifiers.
+        """
         support_x, query_x = self._features(support_x, query_x)
         return self.leo(support_x, support_y, query_x)
 
     def forward_with_penalty(
         self, support_x: torch.Tensor, support_y: torch.Tensor, query_x: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Query logits and the core's penalty, as :meth:`LEO.forward_with_penalty`."""
+        """Query logits and the core's penalty, as :meth:`LEO.forward_with_penalty`.
+
+        Parameters
+        ----------
+        support_x : torch.Tensor of shape (B, S, \\*sample_shape)
+            Support samples of ``B`` tasks.
+        support_y : torch.Tensor of shape (B, S)
+            Support labels in ``0 .. n_classes - 1``.
+        query_x : torch.Tensor of shape (B, Q, \\*sample_shape)
+            Query samples.
+
+        Returns
+        -------
+        logits : torch.Tensor of shape (B, Q, n_classes)
+            As :meth:`forward`.
+        penalty : torch.Tensor of shape ()
+            The core's weighted penalties, to add to the query loss.
+        """
         support_x, query_x = self._features(support_x, query_x)
         return self.leo.forward_with_penalty(support_x, support_y, query_x)

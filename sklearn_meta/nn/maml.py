@@ -164,8 +164,8 @@ class MAML(nn.Module):
     task : {"classification", "regression"}, default="classification"
         Logits and cross-entropy, or one value per sample and squared error.
     executor : object or None, default=None
-        Maps the per-task function over a meta-batch
-        (:mod:`sklearn_meta.nn.executors`); ``None``: one task after another.
+        Maps the per-task function over a meta-batch, such as
+        :class:`~sklearn_meta.nn.TaskThreads`; ``None``: one task after another.
 
     Attributes
     ----------
@@ -289,9 +289,24 @@ class MAML(nn.Module):
         return list(self._adapted_names)
 
     def initial_parameters(self, n_classes: int | None = None) -> Params:
-        """The meta-learned initialisation by name (``body.*``, ``head.*``);
-        for classification the head's row and bias are replicated as views
-        for ``n_classes`` classes, so gradients flow back to the shared row."""
+        """The meta-learned initialisation by name (``body.*``, ``head.*``).
+
+        For classification the head's row and bias are replicated as views
+        for ``n_classes`` classes, so gradients flow back to the shared row.
+
+        Parameters
+        ----------
+        n_classes : int or None, default=None
+            Classes of the head: a positive int for classification, ignored
+            for regression.
+
+        Returns
+        -------
+        params : dict of str to torch.Tensor
+            The module's own parameters (not copies); ``head.weight`` is
+            ``(n_classes, embedding_dim)``, or ``(1, embedding_dim)`` for
+            regression.
+        """
         params = {f"body.{n}": p for n, p in self.body.named_parameters()}
         weight, bias = self.head.weight, self.head.bias
         if self.task == "classification":
@@ -348,11 +363,33 @@ class MAML(nn.Module):
         n_steps: int,
         mode: str,
     ) -> Params:
-        """``start`` (every parameter by name) with its adapted entries
-        replaced by ``n_steps`` inner steps on one task's support set, with
-        the task's ``buffers`` (:meth:`task_buffers`). ``mode`` (see
-        :meth:`_mode`) sets the result's path back to ``start``: none,
-        first or second order, or iMAML's implicit one."""
+        """One task's parameters after inner steps on its support set.
+
+        Parameters
+        ----------
+        start : dict of str to torch.Tensor
+            Every parameter by name, as from :meth:`initial_parameters` or an
+            earlier adaptation; its adapted entries are where the steps start.
+        buffers : dict of str to torch.Tensor
+            The body's buffers for this task (:meth:`task_buffers`).
+        support_x : torch.Tensor of shape (n_support, \\*sample_shape)
+            The task's support samples.
+        support_y : torch.Tensor of shape (n_support,)
+            Class ids ``0 .. n_classes - 1``, or regression targets.
+        n_steps : int
+            Inner gradient steps.
+        mode : {"none", "first", "second", "implicit"}
+            How the result is differentiable with respect to ``start``: not
+            at all (detached), with the inner gradients taken as constants
+            (first order), through every step (second order), or by iMAML's
+            implicit gradient. :meth:`task_output` picks it from
+            ``algorithm``, ``first_order`` and whether gradients are enabled.
+
+        Returns
+        -------
+        params : dict of str to torch.Tensor
+            ``start`` with its adapted entries replaced.
+        """
         names = [n for n in self._adapted_names if n in start]
         fixed = {n: p for n, p in start.items() if n not in names}
         if self.inner_params == "head":
@@ -419,13 +456,29 @@ class MAML(nn.Module):
         n_steps: int,
         n_classes: int | None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """One task: adapt on its support set ``(n_support, *sample_shape)``,
-        then predict its query set.
+        """One task: adapt on its support set, then predict its query set.
 
-        Returns the query predictions ``(n_query[, n_classes])``, whose
-        gradient is the meta-gradient (none for Reptile), and a 0-dim
-        penalty, zero in value; for Reptile in training its gradient is
-        ``init - adapted``.
+        Parameters
+        ----------
+        support_x : torch.Tensor of shape (n_support, \\*sample_shape)
+            The task's support samples.
+        support_y : torch.Tensor of shape (n_support,)
+            Class ids ``0 .. n_classes - 1``, or regression targets.
+        query_x : torch.Tensor of shape (n_query, \\*sample_shape)
+            The task's query samples.
+        n_steps : int
+            Inner gradient steps.
+        n_classes : int or None
+            Classes of the head; ignored for regression.
+
+        Returns
+        -------
+        output : torch.Tensor of shape (n_query, n_classes) or (n_query,)
+            Query logits or regression values; their gradient is the
+            meta-gradient (none for Reptile).
+        penalty : torch.Tensor of shape ()
+            Zero in value; for Reptile in training its gradient is
+            ``init - adapted``.
         """
         init = self.initial_parameters(n_classes)
         buffers = self.task_buffers()
@@ -460,12 +513,25 @@ class MAML(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Adapt to every task of a meta-batch and predict its query sets.
 
-        ``support_x`` and ``query_x`` are ``(n_tasks, n, *sample_shape)``;
-        ``support_y`` holds class ids ``0..n_classes-1`` (``n_classes`` is
-        ``support_y.max() + 1``) or regression targets; ``n_steps=None``
-        means ``inner_steps``. Returns the query predictions
-        ``(n_tasks, n_query[, n_classes])`` and the 0-dim penalty to add to
-        the training loss (the tasks' mean, see :meth:`task_output`).
+        Parameters
+        ----------
+        support_x : torch.Tensor of shape (n_tasks, n_support, \\*sample_shape)
+            Support samples of every task.
+        support_y : torch.Tensor of shape (n_tasks, n_support)
+            Class ids ``0 .. n_classes - 1``, with ``n_classes`` the
+            meta-batch's ``support_y.max() + 1``, or regression targets.
+        query_x : torch.Tensor of shape (n_tasks, n_query, \\*sample_shape)
+            Query samples of every task.
+        n_steps : int or None, default=None
+            Inner gradient steps; ``None`` means ``inner_steps``.
+
+        Returns
+        -------
+        output : torch.Tensor of shape (n_tasks, n_query[, n_classes])
+            Query logits or regression values of the adapted networks.
+        penalty : torch.Tensor of shape ()
+            The tasks' mean penalty (see :meth:`task_output`), to add to the
+            training loss.
         """
         n_steps, n_classes, executor = self._meta_batch(support_y, n_steps)
 
@@ -482,7 +548,24 @@ class MAML(nn.Module):
         query_x: torch.Tensor,
         n_steps: int | None = None,
     ) -> torch.Tensor:
-        """The query predictions of :meth:`forward_with_penalty`."""
+        """The query predictions of :meth:`forward_with_penalty`.
+
+        Parameters
+        ----------
+        support_x : torch.Tensor of shape (n_tasks, n_support, \\*sample_shape)
+            Support samples of every task.
+        support_y : torch.Tensor of shape (n_tasks, n_support)
+            Class ids ``0 .. n_classes - 1``, or regression targets.
+        query_x : torch.Tensor of shape (n_tasks, n_query, \\*sample_shape)
+            Query samples of every task.
+        n_steps : int or None, default=None
+            Inner gradient steps; ``None`` means ``inner_steps``.
+
+        Returns
+        -------
+        output : torch.Tensor of shape (n_tasks, n_query[, n_classes])
+            Query logits or regression values of the adapted networks.
+        """
         return self.forward_with_penalty(support_x, support_y, query_x, n_steps)[0]
 
     def meta_backward(
@@ -501,7 +584,30 @@ class MAML(nn.Module):
         ``loss_fn`` a mean over tasks of equal weight on predictions shaped
         like ``forward``'s. The executor may back-propagate each task on its
         own (the memory of the tasks in flight); gradients are summed in
-        task order. Returns the loss and the predictions, detached.
+        task order.
+
+        Parameters
+        ----------
+        support_x : torch.Tensor of shape (n_tasks, n_support, \\*sample_shape)
+            Support samples of every task.
+        support_y : torch.Tensor of shape (n_tasks, n_support)
+            Class ids ``0 .. n_classes - 1``, or regression targets.
+        query_x : torch.Tensor of shape (n_tasks, n_query, \\*sample_shape)
+            Query samples of every task.
+        query_y : torch.Tensor of shape (n_tasks, n_query)
+            Query class ids or regression targets.
+        loss_fn : callable
+            ``loss_fn(output, query_y)`` returns a 0-dim loss; it is called
+            on one task at a time, as a meta-batch of one.
+        n_steps : int or None, default=None
+            Inner gradient steps; ``None`` means ``inner_steps``.
+
+        Returns
+        -------
+        loss : torch.Tensor of shape ()
+            The tasks' mean loss, penalty included, detached.
+        output : torch.Tensor of shape (n_tasks, n_query[, n_classes])
+            Query predictions, detached.
         """
         n_steps, n_classes, executor = self._meta_batch(support_y, n_steps)
 
@@ -532,10 +638,28 @@ class MAML(nn.Module):
         n_steps: int | None = None,
         params: Params | None = None,
     ) -> Params:
-        """Every parameter by name after inner steps on one task's support
-        set (detached): from ``params`` (an earlier result, continued) or the
-        initialisation, with a head for ``n_classes`` classes (``None``: the
-        head of ``params``, or ``support_y.max() + 1``)."""
+        """Every parameter by name after inner steps on one task's support set.
+
+        Parameters
+        ----------
+        support_x : torch.Tensor of shape (n_support, \\*sample_shape)
+            The task's support samples.
+        support_y : torch.Tensor of shape (n_support,)
+            Class ids ``0 .. n_classes - 1``, or regression targets.
+        n_classes : int or None, default=None
+            Classes of the head; ``None``: the head of ``params``, or
+            ``support_y.max() + 1``. Ignored for regression.
+        n_steps : int or None, default=None
+            Inner gradient steps; ``None`` means ``inner_steps``.
+        params : dict of str to torch.Tensor or None, default=None
+            An earlier result of this method, to continue adapting from;
+            ``None``: start from the initialisation.
+
+        Returns
+        -------
+        params : dict of str to torch.Tensor
+            Every parameter by name; the adapted ones carry no graph.
+        """
         n_steps = self.inner_steps if n_steps is None else int(n_steps)
         if self.task == "classification":
             if params is not None:
@@ -555,8 +679,20 @@ class MAML(nn.Module):
             )
 
     def embed(self, x: torch.Tensor, params: Params | None = None) -> torch.Tensor:
-        """The body's embedding of ``x`` (n, \\*sample_shape) with ``params``
-        (as returned by :meth:`adapt`; ``None``: the initialisation)."""
+        """The body's embedding of ``x`` with given parameters.
+
+        Parameters
+        ----------
+        x : torch.Tensor of shape (n, \\*sample_shape)
+            Samples.
+        params : dict of str to torch.Tensor or None, default=None
+            As returned by :meth:`adapt`; ``None``: the initialisation.
+
+        Returns
+        -------
+        embedding : torch.Tensor of shape (n, embedding_dim)
+            The body's output.
+        """
         return self._embed(params or self.initial_parameters(1), self.task_buffers(), x)
 
     def predict(
@@ -565,8 +701,23 @@ class MAML(nn.Module):
         params: Params | None = None,
         n_classes: int | None = None,
     ) -> torch.Tensor:
-        """Logits or regression values for ``x`` (n, \\*sample_shape), with
-        ``params`` from :meth:`adapt`, or the initialisation for ``n_classes``."""
+        """Logits or regression values for ``x`` with given parameters.
+
+        Parameters
+        ----------
+        x : torch.Tensor of shape (n, \\*sample_shape)
+            Samples.
+        params : dict of str to torch.Tensor or None, default=None
+            As returned by :meth:`adapt`; ``None``: the initialisation.
+        n_classes : int or None, default=None
+            Classes of the initialisation's head, used when ``params`` is
+            ``None`` in classification.
+
+        Returns
+        -------
+        output : torch.Tensor of shape (n, n_classes) or (n,)
+            Logits, or regression values.
+        """
         if params is None:
             params = self.initial_parameters(n_classes)
         return self._head(params, self.embed(x, params))

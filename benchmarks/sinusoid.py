@@ -102,6 +102,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--imaml", action="store_true", help="add the iMAML row")
+    parser.add_argument("--test-tasks", type=int, default=600, help="new sinusoids")
     args = parser.parse_args(argv)
     if args.quick:
         args.steps = 400
@@ -111,7 +112,7 @@ def main(argv=None) -> dict:
         n_tasks=20_000, n_points=20, random_state=args.seed
     )
     X_test, y_test, groups_test = make_sinusoid_tasks(
-        n_tasks=600, n_points=30, random_state=args.seed + 1
+        n_tasks=args.test_tasks, n_points=30, random_state=args.seed + 1
     )
     figures = {
         "benchmark": "sinusoid",

@@ -1,12 +1,12 @@
 """What the three meta-learners share: input checks, device, seeding, skorch wiring.
 
 The estimators are plain scikit-learn classes. ``fit`` builds a private
-skorch net (``net_``) whose dataset items are episodes and whose batches are
-meta-batches; the algorithm lives in the torch module's ``forward`` (adapt
-every task of the meta-batch on its support set, return query predictions),
-so skorch's own training step is the outer update and its callbacks
-(progress bar, early stopping, checkpoints, LR schedules, history) work
-unchanged.
+skorch net (``net_``, a ``MetaNet`` of ``_net.py``) whose dataset items are
+episodes and whose batches are meta-batches; the algorithm lives in the
+torch module's ``forward`` (adapt every task of the meta-batch on its
+support set, return query predictions), so skorch's own training step is
+the outer update and its callbacks (progress bar, early stopping,
+checkpoints, LR schedules, history) work unchanged.
 """
 
 from __future__ import annotations
@@ -25,11 +25,8 @@ from sklearn.base import BaseEstimator
 from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets, type_of_target
 from sklearn.utils.validation import check_is_fitted, validate_data
-from skorch import NeuralNet
-from skorch.callbacks import Callback, EpochScoring, ProgressBar
-from skorch.dataset import unpack_data
+from skorch.callbacks import EpochScoring, ProgressBar
 from skorch.helper import predefined_split
-from skorch.utils import to_tensor
 
 from ._adaptation import AdaptationMixin
 from ._checks import (
@@ -41,11 +38,20 @@ from ._checks import (
 )
 from ._compat import Interval, StrOptions
 from ._data import INFERENCE_DTYPES, Samples
-from ._distributed import DataParallel, fingerprint, process_device
+from ._distributed import fingerprint, process_device
+from ._net import (
+    DataParallelMetaNet,
+    EpisodeDataset,
+    EpisodeLoader,
+    MetaNet,
+    StopOnNonFiniteLoss,
+    _score_cached_episodes,
+    augment_samples,
+)
 from .model_selection import evaluate_few_shot
 from .nn.backbones import batch_statistics, calibrate_batch_norm, inference_forward
-from .nn.losses import EpisodeLoss, episode_scores
-from .tasks import Episodes, TaskCollection, training_and_validation_samplers
+from .nn.losses import EpisodeLoss
+from .tasks import TaskCollection, training_and_validation_samplers
 
 SHARED_PARAMETER_CONSTRAINTS: dict = {
     "hidden_layer_sizes": ["array-like"],
@@ -148,111 +154,6 @@ def is_task_list(X, y) -> bool:
     )
 
 
-class EpisodeDataset(torch.utils.data.Dataset):
-    """Episodes over some rows of a sample pool: one item is one episode.
-
-    ``rows`` are the pool's rows the sampler's indices refer to. With
-    ``fixed=True`` the episodes are drawn once (validation episodes that stay
-    the same every epoch); otherwise each epoch draws new ones.
-    """
-
-    def __init__(
-        self,
-        samples: Samples,
-        rows: np.ndarray,
-        sampler,
-        n_episodes: int,
-        fixed: bool,
-        device: torch.device,
-    ) -> None:
-        self.samples = samples
-        self.rows = rows
-        self.sampler = sampler
-        self.n_episodes = n_episodes
-        self.device = device
-        self.fixed_episodes = sampler.sample(n_episodes) if fixed else None
-
-    def __len__(self) -> int:
-        return self.n_episodes
-
-    def epoch_episodes(self) -> Episodes:
-        if self.fixed_episodes is not None:
-            return self.fixed_episodes
-        return self.sampler.sample(self.n_episodes)
-
-    def take(self, index: torch.Tensor) -> torch.Tensor:
-        """Float samples of the episodes' ``index``, converted for this batch only."""
-        return self.samples.take(self.rows[index.numpy()], self.device)
-
-
-class EpisodeLoader:
-    """skorch iterator over an :class:`EpisodeDataset`: yields meta-batches.
-
-    Each batch is ``({"support_x", "support_y", "query_x"}, query_y)`` with
-    samples shaped ``(meta_batch, n, *sample_shape)``, gathered from the pool
-    and converted to float32 on the device one meta-batch at a time.
-    ``augment``, when given, maps a batch of samples shaped
-    ``(n, *sample_shape)`` to new ones of the same shape and is applied to
-    the support and query samples of every batch. ``shard`` picks the
-    episodes of an epoch this process trains on (a distributed fit's share).
-    """
-
-    shard = slice(None)
-
-    def __init__(
-        self,
-        dataset: EpisodeDataset,
-        batch_size: int,
-        augment: Callable | None = None,
-        sample_shape: tuple | None = None,
-    ) -> None:
-        self.dataset = dataset
-        self.batch_size = batch_size
-        self.augment = augment
-        self.sample_shape = sample_shape
-
-    def __len__(self) -> int:
-        return math.ceil(len(self.dataset) / self.batch_size)
-
-    def __iter__(self):
-        episodes = self.dataset.epoch_episodes()[self.shard]
-        device = self.dataset.device
-        for start in range(0, len(episodes), self.batch_size):
-            batch = episodes[start : start + self.batch_size]
-            inputs = {
-                "support_x": self.dataset.take(batch.support_index),
-                "support_y": batch.support_target.to(device),
-                "query_x": self.dataset.take(batch.query_index),
-            }
-            if self.augment is not None:
-                for key in ("support_x", "query_x"):
-                    inputs[key] = augment_samples(
-                        self.augment, inputs[key], self.sample_shape
-                    )
-            yield inputs, batch.query_target.to(device)
-
-
-@torch.no_grad()
-def augment_samples(augment: Callable, x: torch.Tensor, sample_shape) -> torch.Tensor:
-    """``augment`` applied to samples ``(..., n_features)`` seen as ``(n, *sample_shape)``."""
-    samples = x.reshape(-1, *sample_shape)
-    augmented = augment(samples)
-    if not isinstance(augmented, torch.Tensor):
-        raise ValueError(
-            f"augment must return a torch.Tensor, got {type(augmented).__name__}; "
-            "it receives a tensor: use torch operations, or convert the result "
-            "with torch.as_tensor"
-        )
-    if augmented.shape != samples.shape:
-        shape = getattr(augmented, "shape", type(augmented).__name__)
-        raise ValueError(
-            f"augment must return a tensor shaped like its input {tuple(samples.shape)}, "
-            f"got {tuple(shape) if isinstance(shape, torch.Size) else shape}; pass a "
-            "callable that maps a batch of samples to a batch of the same shape"
-        )
-    return augmented.to(x.dtype).reshape(x.shape)
-
-
 @contextlib.contextmanager
 def seeded_rng(device: torch.device, seed: int):
     """torch's generators (the CPU's and ``device``'s) seeded, the caller's restored after."""
@@ -260,69 +161,6 @@ def seeded_rng(device: torch.device, seed: int):
     with torch.random.fork_rng(devices=cuda_devices):
         torch.manual_seed(seed)
         yield
-
-
-class MetaNet(NeuralNet):
-    """skorch net whose training step adds the module's penalty, if it has one.
-
-    A module with a ``meta_backward`` method (MAML's core) computes its
-    training step's gradients itself: it can back-propagate task by task,
-    which a single ``loss.backward()`` over the meta-batch cannot. A module
-    with a penalty (LEO's) offers ``forward_with_penalty(**inputs) ->
-    (predictions, penalty)``, which the training step calls instead of
-    ``forward`` and whose penalty it adds to the loss; ``forward`` stays
-    penalty-free, so evaluation and skorch's scoring see predictions only.
-    """
-
-    def train_step_single(self, batch, **fit_params):
-        meta_backward = getattr(self.module_, "meta_backward", None)
-        forward_with_penalty = getattr(self.module_, "forward_with_penalty", None)
-        if fit_params or (meta_backward is None and forward_with_penalty is None):
-            return super().train_step_single(batch, **fit_params)
-        self._set_training(True)
-        inputs, targets = unpack_data(batch)
-        inputs = to_tensor(inputs, device=self.device)
-        targets = to_tensor(targets, device=self.device)
-        if meta_backward is not None:
-            loss, predictions = meta_backward(
-                **inputs, query_y=targets, loss_fn=self.criterion_
-            )
-            return {"loss": loss, "y_pred": predictions}
-        predictions, penalty = forward_with_penalty(**inputs)
-        loss = self.get_loss(predictions, targets, X=inputs, training=True) + penalty
-        loss.backward()
-        return {"loss": loss, "y_pred": predictions}
-
-
-class DataParallelMetaNet(DataParallel, MetaNet):
-    """A :class:`MetaNet` trained as one of the processes torchrun started."""
-
-
-class StopOnNonFiniteLoss(Callback):
-    """Stop meta-training with a clear error as soon as the loss is not finite."""
-
-    def __init__(self, hint: str) -> None:
-        self.hint = hint
-
-    def on_batch_end(self, net, batch=None, training=None, **kwargs):
-        loss = kwargs.get("loss")
-        if loss is not None and not torch.isfinite(loss).all():
-            epoch = len(net.history)
-            raise ValueError(
-                f"meta-training diverged: the loss became {loss.item()} in epoch "
-                f"{epoch}; {self.hint}"
-            )
-
-
-def _score_cached_episodes(net, X, y, regression: bool) -> float:
-    """``EpochScoring``'s scorer over the cached query predictions of an epoch.
-
-    A module-level function (bound with ``functools.partial``), so that a
-    net fitted with validation episodes can be pickled.
-    """
-    predictions = net.forward(X)
-    targets = torch.as_tensor(y, device=predictions.device)
-    return episode_scores(predictions, targets, regression).mean().item()
 
 
 class MetaLearnerBase(AdaptationMixin, BaseEstimator):

@@ -23,7 +23,7 @@ import torch
 from skorch.callbacks import Callback, TrainEndCheckpoint
 from torch import nn
 
-import sklearn_meta._base
+import sklearn_meta._net
 import sklearn_meta.nn.leo
 from sklearn_meta import LEOTransformer, MAMLFeatureExtractor, MetaMetricClassifier
 
@@ -241,7 +241,7 @@ def _one_process_reference(name: str) -> dict:
         # Each process's share is every N_PROCESSES-th episode of the
         # one-process meta-batch: average the shares' gradients, computed
         # one after the other.
-        original = sklearn_meta._base.MetaNet.train_step_single
+        original = sklearn_meta._net.MetaNet.train_step_single
 
         def mean_of_shares(net, batch, **fit_params):
             inputs, targets = batch
@@ -261,11 +261,11 @@ def _one_process_reference(name: str) -> dict:
                 p.grad = grad / N_PROCESSES
             return {"loss": torch.stack(losses).mean(), "y_pred": step["y_pred"]}
 
-        sklearn_meta._base.MetaNet.train_step_single = mean_of_shares
+        sklearn_meta._net.MetaNet.train_step_single = mean_of_shares
         try:
             return _parameters(estimator.fit(X, y))
         finally:
-            sklearn_meta._base.MetaNet.train_step_single = original
+            sklearn_meta._net.MetaNet.train_step_single = original
 
 
 @pytest.mark.parametrize("name", ["maml", "leo", "metric"])

@@ -448,7 +448,7 @@ def test_out_of_range_parameters_are_refused(adapted, blobs, params):
 
 def test_training_step_adds_the_module_penalty():
     """MetaNet's step trains on forward_with_penalty's penalty; forward stays penalty-free."""
-    from sklearn_meta._base import MetaNet
+    from sklearn_meta._net import MetaNet
     from sklearn_meta.nn.losses import EpisodeLoss
 
     class Penalised(torch.nn.Module):

@@ -13,5 +13,5 @@ def pytest_collection_modifyitems(config, items):
         reason="Omniglot data not found: set SKLEARN_META_OMNIGLOT to a folder or zip"
     )
     for item in items:
-        if item.name == "sklearn_meta.datasets.load_omniglot":
+        if item.name == "sklearn_meta.datasets._omniglot.load_omniglot":
             item.add_marker(skip)

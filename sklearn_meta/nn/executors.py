@@ -155,8 +155,9 @@ def choose_executor(
 ) -> TaskThreads | TaskVmap:
     """The executor for a meta-batch on ``device``: the measured rule.
 
-    On a CPU, :class:`TaskThreads`: a vmap over tasks measured 1.5x to 2.3x
-    slower than a per-task loop there, and threads run tasks side by side.
+    On a CPU, :class:`TaskThreads`: a vmap over tasks measured slower than a
+    per-task loop there (figures in the Architecture page), and threads run
+    tasks side by side.
     On CUDA, :class:`TaskVmap` when it can run the body and the per-task
     function (``vectorisable``): a per-task loop leaves a GPU idle.
 

@@ -10,7 +10,9 @@ features once per task, the head adapted with MAML. Ours is
 ``MAML.meta_backward`` with the executor the estimator uses
 (:class:`sklearn_meta.nn.executors.AutoExecutor`: on a CPU the tasks side by
 side on torch's threads, each back-propagated on its own; on CUDA the
-meta-batch vectorised), Adam step.
+meta-batch vectorised), Adam step. ``--compare-kernels`` adds a third
+contender, ours with Conv4's fused kernels switched off, alternated with the
+other two.
 
 Setting: a body on random 28x28 grey images, 5-way 1-shot, 15 queries per
 class: Conv4 (max-pool, or stride-2 with ``--downsample stride``; 64
@@ -102,12 +104,13 @@ class UserConvNet(torch.nn.Module):
         return self.layers(x)
 
 
-def make_model(config: dict, device: torch.device) -> MAML:
+def make_model(config: dict, device: torch.device, fused: bool = True) -> MAML:
     torch.manual_seed(0)
     if config["body"] == "user":
         body = UserConvNet()
     else:
         body = Conv4((1, 28, 28), hidden_channels=64, downsample=config["downsample"])
+        body.fused = fused
     model = MAML(
         body,
         inner_lr=INNER_LR,
@@ -169,7 +172,11 @@ def reference_gradients(model: MAML, batch) -> None:
         (query_loss / n_tasks).backward()
 
 
-GRADIENTS = {"ours": our_gradients, "reference": reference_gradients}
+GRADIENTS = {
+    "ours": our_gradients,
+    "ours_unfused": our_gradients,
+    "reference": reference_gradients,
+}
 
 
 def synchronize(device: torch.device) -> None:
@@ -222,6 +229,10 @@ def _peak_mib(device: torch.device, baseline: int | None) -> float | None:
     return None if peak is None else (peak - baseline) / 1024
 
 
+def _model_for(name: str, config: dict, device: torch.device) -> MAML:
+    return make_model(config, device, fused=name != "ours_unfused")
+
+
 def _measure_peak_in_child(name: str, config: dict) -> float | None:
     """Peak MiB of one meta-iteration of ``name``, in a fresh process."""
     command = [
@@ -252,7 +263,7 @@ def _memory_child(args) -> None:
     config = json.loads(args.child_config)
     device = torch.device("cpu")
     batch = make_batch(config["meta_batch"], device)
-    model = make_model(config, device)
+    model = _model_for(args.memory_child, config, device)
     gradients = GRADIENTS[args.memory_child]
     # One task first, as in the timed process, so set-up costs are not counted.
     gradients(model, tuple(t[:1] for t in batch))
@@ -282,7 +293,7 @@ def gradient_check_float64(config, device, names, batch) -> float:
     small = tuple(t[:2].double() if t.is_floating_point() else t[:2] for t in batch)
     grads = {}
     for name in names:
-        model = make_model(config, device).double()
+        model = _model_for(name, config, device).double()
         GRADIENTS[name](model, small)
         grads[name] = [p.grad for p in model.parameters()]
     return max(
@@ -294,7 +305,7 @@ def gradient_check_float64(config, device, names, batch) -> float:
 
 def run_config(config: dict, device: torch.device, repeats: int, names: list[str]):
     batch = make_batch(config["meta_batch"], device)
-    models = {name: make_model(config, device) for name in names}
+    models = {name: _model_for(name, config, device) for name in names}
     optimizers = {
         name: torch.optim.Adam(model.parameters(), lr=1e-3)
         for name, model in models.items()
@@ -336,6 +347,11 @@ def run_config(config: dict, device: torch.device, repeats: int, names: list[str
             row[f"{name}_{label}s"] = statistics.median(times[name])
         ratios = [r / o for r, o in zip(times["reference"], times["ours"], strict=True)]
         row[f"{label}speedup"] = statistics.median(ratios)
+        if "ours_unfused" in names:
+            ratios = [
+                u / o for u, o in zip(times["ours_unfused"], times["ours"], strict=True)
+            ]
+            row[f"{label}kernels_speedup"] = statistics.median(ratios)
     return row
 
 
@@ -369,6 +385,11 @@ def parse_args(argv=None):
         choices=["max_pool", "stride"],
         help="Conv4 layout: max-pooling, or stride-2 convolutions (learn2learn's)",
     )
+    parser.add_argument(
+        "--compare-kernels",
+        action="store_true",
+        help="also time ours with Conv4's fused kernels switched off",
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch threads")
     parser.add_argument(
         "--memory-child", choices=list(GRADIENTS), help=argparse.SUPPRESS
@@ -387,7 +408,9 @@ def main(argv=None) -> None:
     device = torch.device(args.device)
     batch_sizes = args.batch_sizes or ([4, 16] if args.quick else [4, 16, 32])
     inner_steps = args.inner_steps or ([1] if args.quick else [1, 5])
-    names = list(GRADIENTS)
+    names = ["ours", "reference"]
+    if args.compare_kernels:
+        names.insert(1, "ours_unfused")
     configs = []
     for meta_batch in batch_sizes:
         for steps in inner_steps:

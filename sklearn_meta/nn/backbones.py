@@ -310,6 +310,7 @@ class Conv4(nn.Module):
             )
         self.input_shape = tuple(int(s) for s in input_shape)
         self.channels_last = False
+        self.fused = True
         channels, height, width = self.input_shape
         blocks: list[nn.Module] = []
         for _ in range(n_blocks):
@@ -353,6 +354,19 @@ class Conv4(nn.Module):
         self.to(memory_format=torch.channels_last)
         self.channels_last = True
         return self
+
+    def forward_differentiated_once(
+        self, params: dict[str, torch.Tensor], x: torch.Tensor
+    ) -> torch.Tensor | None:
+        """``self(x)`` with ``params`` (by name) for a result differentiated at
+        most once, through fused blocks; None where they do not apply."""
+        from . import _fused_conv4
+
+        if not self.fused or getattr(_elementary, "on", False):
+            return None
+        if not _fused_conv4.can_fuse(self, x):
+            return None
+        return _fused_conv4.fused_forward(self, params, x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.reshape(x.shape[0], *self.input_shape)

@@ -15,19 +15,43 @@ TRAIN_ALPHABETS = ("Balinese", "Greek", "Japanese_(katakana)", "Korean", "Latin"
 TEST_ALPHABETS = ("Early_Aramaic", "Sanskrit", "Tagalog")
 
 
-def omniglot_split(image_size: int = 28):
+def omniglot_split(image_size: int = 28, *, test_sources: bool = False):
     """Training classes (with rotations as extra classes) and test classes.
 
     Returns ``X_train, y_train, X_test, y_test``: 644 training classes (161
     characters of five alphabets, each in four rotations) and the 81
-    unrotated characters of three other alphabets.
+    unrotated characters of three other alphabets. With ``test_sources``
+    also the test samples' alphabet and drawer, for within-alphabet
+    episodes whose support and query are by different drawers.
     """
     path = omniglot_path()
     train = load_omniglot(
         path, image_size=image_size, rotations=True, alphabets=list(TRAIN_ALPHABETS)
     )
     test = load_omniglot(path, image_size=image_size, alphabets=list(TEST_ALPHABETS))
-    return train.data, train.target, test.data, test.target
+    split = (train.data, train.target, test.data, test.target)
+    if test_sources:
+        return (*split, test.alphabet, test.drawer)
+    return split
+
+
+def within_alphabet(alphabet, drawer, n_episodes: int, seed: int) -> dict:
+    """Arguments of Lake et al.'s 20-way 1-shot within-alphabet episodes.
+
+    The 20 characters of an episode come from one alphabet; one drawer drew
+    all its support drawings and another all its query drawings. Alphabets
+    with fewer than 20 characters (Tagalog has 17) are never drawn, with a
+    warning.
+    """
+    return dict(
+        n_way=20,
+        k_shot=1,
+        n_query=1,
+        n_episodes=n_episodes,
+        groups=alphabet,
+        sources=drawer,
+        random_state=seed,
+    )
 
 
 class TimeBudget(Callback):
@@ -92,4 +116,5 @@ __all__ = [
     "random_affine",
     "rounded",
     "seconds_since",
+    "within_alphabet",
 ]

@@ -25,6 +25,7 @@ from sklearn.utils.multiclass import type_of_target
 from sklearn.utils.parallel import Parallel, delayed
 from sklearn.utils.validation import check_is_fitted, column_or_1d
 
+from ._sources import check_sources
 from .tasks import make_sampler
 
 __all__ = [
@@ -167,6 +168,7 @@ def evaluate_few_shot(
     n_query: int = 15,
     n_episodes: int = 600,
     groups=None,
+    sources=None,
     random_state=None,
     n_jobs=None,
 ) -> FewShotResult:
@@ -191,7 +193,20 @@ def evaluate_few_shot(
         Number of episodes.
     groups : array-like of shape (n_samples,), default=None
         Task ids; episodes are then drawn within one task (regression when
-        ``y`` is continuous).
+        ``y`` is continuous). For classification, the groups with fewer
+        than ``n_way`` usable classes are never drawn, and a
+        ``UserWarning`` names them. Omniglot's ``alphabet`` gives
+        within-alphabet episodes.
+    sources : array-like of shape (n_samples,), default=None
+        Who or what produced each sample, such as Omniglot's ``drawer``
+        (classification only). When given, each episode draws
+        ``k_shot + n_query`` different sources shared by its classes: every
+        class gets one support sample by each of the first ``k_shot``
+        sources and one query sample by each of the other ``n_query``, so
+        no source of an episode's support is a source of its query. With
+        ``k_shot=1, n_query=1`` this is Lake et al.'s protocol: all support
+        samples by one drawer, all query samples by another. Classes with
+        samples by fewer than ``k_shot + n_query`` sources are not drawn.
     random_state : int, RandomState instance or None, default=None
         Seeds the episodes.
     n_jobs : int, default=None
@@ -227,7 +242,7 @@ def evaluate_few_shot(
         )
     check_is_fitted(learner)
     y, groups, regression, episodes = _draw_episodes(
-        X, y, groups, n_way, k_shot, n_query, n_episodes, random_state
+        X, y, groups, n_way, k_shot, n_query, n_episodes, random_state, sources
     )
     if not regression and groups is None:
         _warn_if_classes_were_seen(learner, y)
@@ -291,7 +306,9 @@ def _check_episode_shape(**values) -> None:
             raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
 
 
-def _draw_episodes(X, y, groups, n_way, k_shot, n_query, n_episodes, random_state):
+def _draw_episodes(
+    X, y, groups, n_way, k_shot, n_query, n_episodes, random_state, sources=None
+):
     """Check the evaluation data and draw its episodes (index tensors)."""
     _check_episode_shape(
         n_way=n_way, k_shot=k_shot, n_query=n_query, n_episodes=n_episodes
@@ -299,7 +316,10 @@ def _draw_episodes(X, y, groups, n_way, k_shot, n_query, n_episodes, random_stat
     y = column_or_1d(np.asarray(y), warn=True)
     if len(y) != _n_samples(X):
         raise ValueError(f"X has {_n_samples(X)} samples but y has {len(y)}")
-    seed = int(check_random_state(random_state).randint(np.iinfo(np.int32).max))
+    rng = check_random_state(random_state)
+    # Peek at the seed: the caller's generator advances only once the
+    # episodes are drawn, so a call that fails changes nothing.
+    seed = int(copy.deepcopy(rng).randint(np.iinfo(np.int32).max))
     regression = type_of_target(y) == "continuous"
     if groups is not None:
         groups = column_or_1d(np.asarray(groups))
@@ -309,6 +329,8 @@ def _draw_episodes(X, y, groups, n_way, k_shot, n_query, n_episodes, random_stat
         raise ValueError(
             "y is continuous: regression tasks must be given with groups=task_ids"
         )
+    if sources is not None:
+        sources = check_sources(sources, len(y))
     sampler = make_sampler(
         y,
         groups,
@@ -318,8 +340,11 @@ def _draw_episodes(X, y, groups, n_way, k_shot, n_query, n_episodes, random_stat
         regression=regression,
         seed=seed,
         where=" to evaluate",
+        sources=sources,
     )
-    return y, groups, regression, sampler.sample(n_episodes)
+    episodes = sampler.sample(n_episodes)
+    rng.randint(np.iinfo(np.int32).max)
+    return y, groups, regression, episodes
 
 
 def evaluate_nearest_centroid(
@@ -330,6 +355,8 @@ def evaluate_nearest_centroid(
     k_shot: int = 1,
     n_query: int = 15,
     n_episodes: int = 600,
+    groups=None,
+    sources=None,
     random_state=None,
 ) -> FewShotResult:
     """Few-shot accuracy of nearest centroids on the raw features: the baseline.
@@ -343,7 +370,12 @@ def evaluate_nearest_centroid(
         Samples; images are flattened to pixels.
     y : array-like of shape (n_samples,)
         Class labels.
-    n_way, k_shot, n_query, n_episodes, random_state
+    n_way, k_shot, n_query, n_episodes : int, default=5, 1, 15, 600
+        As in :func:`evaluate_few_shot`.
+    groups, sources : array-like of shape (n_samples,), default=None
+        As in :func:`evaluate_few_shot`: episodes within one group, support
+        and query by different sources.
+    random_state : int, RandomState instance or None, default=None
         As in :func:`evaluate_few_shot`.
 
     Returns
@@ -362,9 +394,14 @@ def evaluate_nearest_centroid(
     """
     X = np.asarray(X, dtype=np.float64)
     X = X.reshape(len(X), -1)
-    _, _, _, episodes = _draw_episodes(
-        X, y, None, n_way, k_shot, n_query, n_episodes, random_state
+    _, _, regression, episodes = _draw_episodes(
+        X, y, groups, n_way, k_shot, n_query, n_episodes, random_state, sources
     )
+    if regression:
+        raise ValueError(
+            "evaluate_nearest_centroid is a classification baseline, but y is "
+            "continuous; pass class labels"
+        )
     support, query = X[episodes.support_index.numpy()], X[episodes.query_index.numpy()]
     n_classes = int(episodes.support_target.max()) + 1
     one_hot = np.eye(n_classes)[episodes.support_target.numpy()]
@@ -424,7 +461,8 @@ def make_few_shot_scorer(
     Returns
     -------
     scorer : callable
-        ``scorer(estimator, X, y) -> float``.
+        ``scorer(estimator, X, y, groups=None, sources=None) -> float``;
+        ``groups`` and ``sources`` as in :func:`evaluate_few_shot`.
 
     Examples
     --------
@@ -437,7 +475,7 @@ def make_few_shot_scorer(
         n_way=n_way, k_shot=k_shot, n_query=n_query, n_episodes=n_episodes
     )
 
-    def few_shot_scorer(estimator, X, y, groups=None):
+    def few_shot_scorer(estimator, X, y, groups=None, sources=None):
         return evaluate_few_shot(
             estimator,
             X,
@@ -447,6 +485,7 @@ def make_few_shot_scorer(
             n_query=n_query,
             n_episodes=n_episodes,
             groups=groups,
+            sources=sources,
             random_state=random_state,
         ).mean
 

@@ -14,10 +14,17 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import torch
+
+from ._episodes import Episodes
+from ._sources import (
+    SourceIndex,
+    check_enough_sources,
+    check_sources,
+    n_classes_with_sources,
+)
 
 __all__ = [
     "Episodes",
@@ -129,96 +136,6 @@ def _check_task(index: int, task) -> tuple[np.ndarray, np.ndarray]:
     return X, y
 
 
-@dataclass
-class Episodes:
-    """A batch of episodes as index tensors into a sample pool.
-
-    Parameters
-    ----------
-    support_index, query_index : LongTensor of shape (n_episodes, n_support) and (n_episodes, n_query_total)
-        Rows of the pool in each episode's support and query set.
-    support_target, query_target : Tensor of the same shapes
-        Labels remapped to ``0..n_way-1`` (classification) or the regression
-        targets.
-    """
-
-    support_index: torch.Tensor
-    query_index: torch.Tensor
-    support_target: torch.Tensor
-    query_target: torch.Tensor
-
-    def __len__(self) -> int:
-        return self.support_index.shape[0]
-
-    def __getitem__(self, item) -> Episodes:
-        return Episodes(
-            self.support_index[item],
-            self.query_index[item],
-            self.support_target[item],
-            self.query_target[item],
-        )
-
-    def to(self, device) -> Episodes:
-        """The same episodes with every tensor on ``device``.
-
-        Parameters
-        ----------
-        device : str or torch.device
-            Where the tensors go.
-
-        Returns
-        -------
-        episodes : Episodes
-            A copy on ``device``.
-        """
-        return Episodes(*(t.to(device) for t in self._tensors()))
-
-    def _tensors(self):
-        return (
-            self.support_index,
-            self.query_index,
-            self.support_target,
-            self.query_target,
-        )
-
-    def compact(self) -> tuple[np.ndarray, Episodes]:
-        """The pool rows these episodes draw, each once, and the episodes over them.
-
-        Returns ``rows`` (sorted) and the same episodes with indices into
-        ``rows``, so that only the drawn samples need embedding.
-        """
-        n_support = self.support_index.shape[1]
-        drawn = torch.cat([self.support_index, self.query_index], dim=1)
-        rows, position = np.unique(drawn.cpu().numpy(), return_inverse=True)
-        position = torch.as_tensor(position.reshape(drawn.shape), device=drawn.device)
-        return rows, Episodes(
-            position[:, :n_support],
-            position[:, n_support:],
-            self.support_target,
-            self.query_target,
-        )
-
-    def gather(self, X: torch.Tensor) -> dict[str, torch.Tensor]:
-        """The module inputs of these episodes, gathered from the pool ``X``.
-
-        Parameters
-        ----------
-        X : torch.Tensor of shape (n_samples, ...)
-            The sample pool the indices point into.
-
-        Returns
-        -------
-        inputs : dict of str to torch.Tensor
-            ``support_x``, ``support_y`` and ``query_x``, each with a leading
-            episode dimension.
-        """
-        return {
-            "support_x": X[self.support_index],
-            "support_y": self.support_target,
-            "query_x": X[self.query_index],
-        }
-
-
 def plan_episodes(
     counts: Sequence[int], n_way: int, k_shot: int, n_query: int, *, where: str = ""
 ) -> tuple[int, int]:
@@ -305,6 +222,12 @@ class EpisodeSampler:
     seed : int or None
         Seed of the sampler's own generator: the same seed draws the same
         episodes, whatever else uses torch's global generator.
+    sources : array-like of shape (n_samples,), default=None
+        Who or what produced each sample (Omniglot's drawer). When given,
+        each episode draws ``k_shot + n_query`` different sources shared by
+        its classes: every class has one support sample by each of the first
+        ``k_shot`` and one query sample by each of the other ``n_query``, so
+        no source of the support is a source of the query.
 
     Examples
     --------
@@ -319,10 +242,25 @@ class EpisodeSampler:
     """
 
     def __init__(
-        self, labels, n_way: int, k_shot: int, n_query: int, seed: int | None = None
+        self,
+        labels,
+        n_way: int,
+        k_shot: int,
+        n_query: int,
+        seed: int | None = None,
+        *,
+        sources=None,
     ) -> None:
         labels = torch.as_tensor(np.asarray(labels), dtype=torch.long)
         self.n_way, self.k_shot, self.n_query = int(n_way), int(k_shot), int(n_query)
+        self.by_source = None
+        if sources is not None:
+            self.by_source = SourceIndex(
+                labels, sources, self.n_way, self.k_shot, self.n_query
+            )
+            self.classes = self.by_source.classes
+            self.generator = _generator(seed)
+            return
         per_episode = self.k_shot + self.n_query
         n_classes = int(labels.max()) + 1 if len(labels) else 0
         counts = torch.bincount(labels, minlength=n_classes)
@@ -357,15 +295,10 @@ class EpisodeSampler:
         episodes : Episodes
             Their index and target tensors.
         """
-        n_classes = len(self.classes)
-        class_keys = torch.rand(n_episodes, n_classes, generator=self.generator)
-        chosen = class_keys.argsort(dim=1)[:, : self.n_way]
-        sample_keys = torch.rand(
-            n_episodes, self.n_way, self.members.shape[1], generator=self.generator
-        )
-        sample_keys = sample_keys.masked_fill(~self.valid[chosen], float("inf"))
-        picked = sample_keys.argsort(dim=2)[:, :, : self.k_shot + self.n_query]
-        index = torch.gather(self.members[chosen], 2, picked)
+        if self.by_source is not None:
+            index = self.by_source.sample(n_episodes, self.generator)
+        else:
+            index = self._sample_index(n_episodes)
         labels = torch.arange(self.n_way).view(1, -1, 1)
         support = index[:, :, : self.k_shot].reshape(n_episodes, -1)
         query = index[:, :, self.k_shot :].reshape(n_episodes, -1)
@@ -376,6 +309,17 @@ class EpisodeSampler:
             n_episodes, -1
         )
         return Episodes(support, query, support_target, query_target)
+
+    def _sample_index(self, n_episodes: int) -> torch.Tensor:
+        n_classes = len(self.classes)
+        class_keys = torch.rand(n_episodes, n_classes, generator=self.generator)
+        chosen = class_keys.argsort(dim=1)[:, : self.n_way]
+        sample_keys = torch.rand(
+            n_episodes, self.n_way, self.members.shape[1], generator=self.generator
+        )
+        sample_keys = sample_keys.masked_fill(~self.valid[chosen], float("inf"))
+        picked = sample_keys.argsort(dim=2)[:, :, : self.k_shot + self.n_query]
+        return torch.gather(self.members[chosen], 2, picked)
 
 
 class GroupTaskSampler:
@@ -397,6 +341,16 @@ class GroupTaskSampler:
         Whether ``targets`` are continuous.
     seed : int or None
         Seed of the sampler's own generator.
+    sources : array-like of shape (n_samples,), default=None
+        Who or what produced each sample, for classification: each episode
+        takes its support and query samples from different sources, see
+        :class:`EpisodeSampler`.
+
+    Warns
+    -----
+    UserWarning
+        When some groups have fewer than ``n_way`` usable classes: they are
+        never drawn, and the warning names them.
     """
 
     def __init__(
@@ -409,8 +363,11 @@ class GroupTaskSampler:
         *,
         regression: bool,
         seed: int | None = None,
+        sources=None,
     ) -> None:
         targets, groups = np.asarray(targets), np.asarray(groups)
+        if sources is not None:
+            sources = check_sources(sources, len(targets))
         self.regression = regression
         self.n_way, self.k_shot, self.n_query = int(n_way), int(k_shot), int(n_query)
         self.targets = torch.as_tensor(
@@ -418,24 +375,64 @@ class GroupTaskSampler:
         )
         self.tasks: list[torch.Tensor] = []
         self.samplers: list[EpisodeSampler] = []
-        for members in split_by_group(groups):
+        per_episode = self.k_shot + self.n_query
+        dropped = []
+        for name, members in zip(
+            np.unique(groups).tolist(), split_by_group(groups), strict=True
+        ):
             if regression:
-                if len(members) >= self.k_shot + self.n_query:
+                if len(members) >= per_episode:
                     self.tasks.append(torch.as_tensor(members))
                 continue
             _, encoded = np.unique(targets[members], return_inverse=True)
-            counts = np.bincount(encoded)
-            if np.sum(counts >= self.k_shot + self.n_query) >= self.n_way:
-                self.tasks.append(torch.as_tensor(members))
-                self.samplers.append(
-                    EpisodeSampler(encoded, self.n_way, self.k_shot, self.n_query, 0)
+            if sources is None:
+                n_usable = int(np.sum(np.bincount(encoded) >= per_episode))
+            else:
+                n_usable = n_classes_with_sources(
+                    encoded, sources[members], per_episode
                 )
+            if n_usable < self.n_way:
+                dropped.append((name, n_usable))
+                continue
+            self.tasks.append(torch.as_tensor(members))
+            self.samplers.append(
+                EpisodeSampler(
+                    encoded,
+                    self.n_way,
+                    self.k_shot,
+                    self.n_query,
+                    0,
+                    sources=None if sources is None else sources[members],
+                )
+            )
+        usable = (
+            f"k_shot + n_query = {per_episode} samples"
+            if sources is None
+            else f"samples by k_shot + n_query = {per_episode} different sources"
+        )
         if not self.tasks:
             raise ValueError(
                 "no group has enough samples for one task with "
                 f"k_shot={self.k_shot} and n_query={self.n_query}"
-                + ("" if regression else f" in n_way={self.n_way} classes")
+                + (
+                    ""
+                    if regression
+                    else f" in n_way={self.n_way} classes with {usable}"
+                )
                 + "; lower k_shot or n_query"
+                + ("" if regression else ", or n_way")
+            )
+        if dropped:
+            listed = ", ".join(
+                f"{name!r} ({count} classes)" for name, count in dropped[:10]
+            )
+            more = f" and {len(dropped) - 10} more" if len(dropped) > 10 else ""
+            warnings.warn(
+                f"{len(dropped)} of the {len(dropped) + len(self.tasks)} groups have "
+                f"fewer than n_way={self.n_way} classes with {usable} and are never "
+                f"drawn: {listed}{more}; lower n_way to draw from them too",
+                UserWarning,
+                stacklevel=5,
             )
         self.generator = _generator(seed)
         for sampler in self.samplers:
@@ -547,6 +544,7 @@ def make_sampler(
     regression: bool = False,
     seed: int | None = None,
     where: str = "",
+    sources=None,
 ) -> EpisodeSampler | GroupTaskSampler:
     """The sampler of episodes of this shape, shrunk to what the data allows.
 
@@ -554,19 +552,37 @@ def make_sampler(
     otherwise from the pool of classes of ``targets``. ``n_way`` and
     ``n_query`` shrink, with a warning, where the data is small (see
     :func:`plan_episodes`); ``where`` names the data in those messages.
+    With ``sources`` the support and query of an episode come from
+    different sources (see :class:`EpisodeSampler`).
     """
+    if sources is not None:
+        if regression:
+            raise ValueError(
+                "sources apply to classification episodes, but the targets are "
+                "continuous (regression); pass sources=None"
+            )
+        sources = check_enough_sources(
+            check_sources(sources, len(targets)), k_shot, n_query
+        )
     if groups is not None:
         n_way, n_query = group_plan(
             targets, groups, n_way, k_shot, n_query, regression=regression
         )
         return GroupTaskSampler(
-            targets, groups, n_way, k_shot, n_query, regression=regression, seed=seed
+            targets,
+            groups,
+            n_way,
+            k_shot,
+            n_query,
+            regression=regression,
+            seed=seed,
+            sources=sources,
         )
     _, encoded = np.unique(targets, return_inverse=True)
     n_way, n_query = plan_episodes(
         np.bincount(encoded), n_way, k_shot, n_query, where=where
     )
-    return EpisodeSampler(encoded, n_way, k_shot, n_query, seed=seed)
+    return EpisodeSampler(encoded, n_way, k_shot, n_query, seed=seed, sources=sources)
 
 
 def training_and_validation_samplers(

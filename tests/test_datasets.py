@@ -232,6 +232,26 @@ def test_load_omniglot_alphabets_filter(omniglot):
         load_omniglot(OMNIGLOT, alphabets=["Greek", "Klingon"])
 
 
+@needs_omniglot
+def test_load_omniglot_drawer_from_file_names():
+    """drawer is the DD of CCCC_DD.png, tiled with the images under rotations."""
+    tagalog = load_omniglot(OMNIGLOT, alphabets="Tagalog")
+    assert tagalog.drawer.dtype == np.int64
+    assert tagalog.drawer.shape == tagalog.target.shape
+    for c in range(len(tagalog.target_names)):
+        assert_array_equal(
+            np.sort(tagalog.drawer[tagalog.target == c]), np.arange(1, 21)
+        )
+    rotated = load_omniglot(OMNIGLOT, alphabets="Tagalog", rotations=True)
+    for k in range(4):
+        assert_array_equal(rotated.drawer[rotated.target % 4 == k], tagalog.drawer)
+        # The drawer goes with its image: rotating back gives the same drawing.
+        assert_array_equal(
+            np.rot90(rotated.data[rotated.target % 4 == k], -k, axes=(2, 3)),
+            tagalog.data,
+        )
+
+
 # ---------------------------------------------------------------------------
 # load_omniglot on generated files
 # ---------------------------------------------------------------------------
@@ -259,6 +279,14 @@ def test_load_omniglot_folder_and_zip_agree(tmp_path):
     _write_folder(both, files)
     _write_zip(both / "images.zip", files)
     assert_array_equal(load_omniglot(both).data, from_zip.data)
+
+
+def test_load_omniglot_drawer_of_generated_files(tmp_path):
+    """drawer reads DD of CCCC_DD.png; a file named otherwise gets -1."""
+    files = _layout(alphabets=(("Alpha", 2),), n_drawings=3)
+    files["images/Alpha/character01/extra.png"] = _png(99)
+    omniglot = load_omniglot(_write_zip(tmp_path / "images.zip", files))
+    assert omniglot.drawer.tolist() == [1, 2, 3, -1, 1, 2, 3]
 
 
 def test_load_omniglot_merges_split_alphabet(tmp_path):

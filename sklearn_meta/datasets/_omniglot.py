@@ -26,6 +26,8 @@ _OMNIGLOT_URL = (
 )
 _OMNIGLOT_SUBSETS = ("background", "evaluation")
 _CHARACTER_DIR = re.compile(r"^character\d+$")
+# Omniglot's images are CCCC_DD.png: character CCCC drawn by drawer DD.
+_DRAWER = re.compile(r"_(\d+)\.png$", re.IGNORECASE)
 _ROTATIONS = (0, 90, 180, 270)
 
 
@@ -129,6 +131,12 @@ def load_omniglot(
             ``"/rot90"``, ``"/rot180"`` or ``"/rot270"`` if ``rotations``.
         alphabet : ndarray of str of shape (n_samples,)
             The alphabet of each sample, to split by alphabet.
+        drawer : ndarray of int64 of shape (n_samples,)
+            Who drew each sample: the number ``DD`` of its file name
+            ``CCCC_DD.png`` (1 to 20), or -1 for a file not named so. Pass
+            it as ``sources`` to
+            :func:`~sklearn_meta.model_selection.evaluate_few_shot` so that
+            support and query drawings are by different people.
         DESCR : str
             Description of the dataset.
 
@@ -157,6 +165,8 @@ def load_omniglot(
     ((480, 1, 28, 28), 24)
     >>> str(omniglot.target_names[0])
     'Greek/character01'
+    >>> omniglot.drawer[:3].tolist()
+    [1, 2, 3]
     """
     image_size = _check_int(image_size, "image_size", 1)
     if isinstance(alphabets, str):
@@ -207,12 +217,14 @@ def load_omniglot(
     y = np.array([class_ids[pair] for pair in pairs], dtype=np.int64)
     class_names = np.array([f"{a}/{c}" for a, c in class_ids])
     alphabet = np.array([alphabet for alphabet, _, _ in keys])
+    drawer = np.array([_drawer(name) for _, _, name in keys], dtype=np.int64)
     if rotations:
         X = np.concatenate([np.rot90(X, k, axes=(2, 3)) for k in range(4)])
         y = np.concatenate([4 * y + k for k in range(4)])
         order = np.argsort(y, kind="stable")
         X, y = np.ascontiguousarray(X[order]), y[order]
         alphabet = np.tile(alphabet, 4)[order]
+        drawer = np.tile(drawer, 4)[order]
         class_names = np.array(
             [f"{name}/rot{angle}" for name in class_names for angle in _ROTATIONS]
         )
@@ -227,8 +239,18 @@ def load_omniglot(
         + ".\nSource: https://github.com/brendenlake/omniglot (MIT License)."
     )
     return Bunch(
-        data=X, target=y, target_names=class_names, alphabet=alphabet, DESCR=descr
+        data=X,
+        target=y,
+        target_names=class_names,
+        alphabet=alphabet,
+        drawer=drawer,
+        DESCR=descr,
     )
+
+
+def _drawer(name: str) -> int:
+    match = _DRAWER.search(name)
+    return int(match.group(1)) if match else -1
 
 
 def _download(url, target):

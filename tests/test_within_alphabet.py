@@ -6,20 +6,15 @@ import numpy as np
 import pytest
 from numpy.testing import assert_array_equal
 from sklearn.base import BaseEstimator
+from test_datasets import OMNIGLOT, needs_omniglot
 
-from sklearn_meta.datasets import load_omniglot, omniglot_path
+from sklearn_meta.datasets import load_omniglot
 from sklearn_meta.model_selection import (
     evaluate_few_shot,
     evaluate_nearest_centroid,
     make_few_shot_scorer,
 )
 from sklearn_meta.tasks import EpisodeSampler, make_sampler
-
-OMNIGLOT = omniglot_path()
-needs_omniglot = pytest.mark.skipif(
-    not OMNIGLOT.exists(),
-    reason=f"Omniglot test data not found at {OMNIGLOT}; set SKLEARN_META_OMNIGLOT",
-)
 
 
 class EpisodeRecorder(BaseEstimator):

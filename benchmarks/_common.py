@@ -29,7 +29,10 @@ def omniglot_split(image_size: int = 28, *, test_sources: bool = False):
         path, image_size=image_size, rotations=True, alphabets=list(TRAIN_ALPHABETS)
     )
     test = load_omniglot(path, image_size=image_size, alphabets=list(TEST_ALPHABETS))
-    split = (train.data, train.target, test.data, test.target)
+    # Test labels follow the training ones: the same integer for two
+    # different characters would read as a class seen in meta-training.
+    test_target = test.target + train.target.max() + 1
+    split = (train.data, train.target, test.data, test_target)
     if test_sources:
         return (*split, test.alphabet, test.drawer)
     return split

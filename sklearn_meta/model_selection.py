@@ -286,7 +286,9 @@ def _warn_if_classes_were_seen(learner, y) -> None:
             f"{len(shared)} of the {len(scored)} classes scored were seen in "
             f"meta-training (e.g. {shared[:5].tolist()}), which inflates a few-shot "
             "score; score on new classes: split with cv=ClassKFold(n_splits) in "
-            "GridSearchCV and cross_val_score",
+            "GridSearchCV and cross_val_score (new classes that reuse training "
+            "labels, such as two datasets each labelled from 0, need labels of "
+            "their own)",
             UserWarning,
             stacklevel=3,
         )

@@ -225,13 +225,16 @@ class LEO(nn.Module):
             nn.ReLU(),
             nn.Linear(width, width, bias=False),
         )
-        self.decoder = nn.Linear(self.latent_dim, 2 * self.in_features, bias=False)
+        # Each class's weights and its bias (the last column).
+        self.decoder = nn.Linear(
+            self.latent_dim, 2 * (self.in_features + 1), bias=False
+        )
         for module in self.modules():
             if isinstance(module, nn.Linear):
                 nn.init.xavier_uniform_(module.weight)
 
         inner = torch.full((self.latent_dim,), float(inner_lr))
-        finetune = torch.full((self.in_features,), float(finetune_lr))
+        finetune = torch.full((self.in_features + 1,), float(finetune_lr))
         if self.learn_inner_lr:
             self.inner_lr = nn.Parameter(inner)
             self.finetune_lr = nn.Parameter(finetune)
@@ -477,7 +480,7 @@ class LEO(nn.Module):
         logits : torch.Tensor of shape (n, n_classes)
             ``x @ state.class_weights.T``.
         """
-        return x @ state.class_weights.T
+        return _linear(x, state.class_weights)
 
     def encode(self, x: torch.Tensor, state: LEOState | None = None) -> torch.Tensor:
         """Per-sample latent codes ``(n, latent_dim)`` of ``x (n, D)``.
@@ -597,7 +600,7 @@ class LEO(nn.Module):
         self, x: torch.Tensor, class_weights: torch.Tensor, stochastic: bool
     ) -> torch.Tensor:
         inputs = F.dropout(x, self.dropout, training=stochastic)
-        return inputs @ class_weights.transpose(-1, -2)
+        return _linear(inputs, class_weights)
 
     def _support_loss(
         self,
@@ -664,6 +667,12 @@ class LEO(nn.Module):
         if not create_graph:
             codes, weights = codes.detach(), weights.detach()
         return codes, weights
+
+
+def _linear(x: torch.Tensor, class_weights: torch.Tensor) -> torch.Tensor:
+    """Logits of ``x (..., n, D)`` for weights ``(..., C, D + 1)``, bias last."""
+    weights, bias = class_weights[..., :-1], class_weights[..., -1]
+    return x @ weights.transpose(-1, -2) + bias.unsqueeze(-2)
 
 
 def _kl_to_standard_normal(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:

@@ -43,7 +43,8 @@ def reference_meta_loss(model, support_x, support_y, query_x, query_y, noise):
     """Per-task LEO with plain autograd, in the paper's order of operations.
 
     Written independently of the batched core: explicit loops over tasks and
-    pairs, boolean masks per class. ``noise`` (a float) replaces every
+    pairs, boolean masks per class. The decoded classifier has a bias per
+    class, its last column. ``noise`` (a float) replaces every
     Gaussian noise draw; ``None`` means evaluation (means only). Dropout is
     assumed off. Returns the mean query loss plus the weighted penalties.
     """
@@ -69,21 +70,24 @@ def reference_meta_loss(model, support_x, support_y, query_x, query_y, noise):
 
         def decode(z):
             out = z @ model.decoder.weight.T
-            w_mean, w_logvar = out[:, :n_features], out[:, n_features:]
+            w_mean, w_logvar = out[:, : n_features + 1], out[:, n_features + 1 :]
             if noise is None:
                 return w_mean
             return w_mean + torch.exp(0.5 * (w_logvar + weight_logvar_offset)) * noise
 
+        def logits(inputs, w):
+            return inputs @ w[:, :-1].T + w[:, -1]
+
         for _ in range(model.inner_steps):
-            loss = F.cross_entropy(x @ decode(z).T, y)
+            loss = F.cross_entropy(logits(x, decode(z)), y)
             (grad,) = torch.autograd.grad(loss, z, create_graph=True)
             z = z - model.inner_lr * grad
         w = decode(z)
         for _ in range(model.finetune_steps):
-            loss = F.cross_entropy(x @ w.T, y)
+            loss = F.cross_entropy(logits(x, w), y)
             (grad,) = torch.autograd.grad(loss, w, create_graph=True)
             w = w - model.finetune_lr * grad
-        query_losses.append(F.cross_entropy(qx @ w.T, qy))
+        query_losses.append(F.cross_entropy(logits(qx, w), qy))
         kls.append(0.5 * (mean**2 + logvar.exp() - logvar - 1).mean())
         encoder_penalties.append(((z.detach() - z_initial) ** 2).mean())
     loss = torch.stack(query_losses).mean()
@@ -385,6 +389,6 @@ def test_meta_training_beats_chance_on_toy_tasks():
 def test_state_is_a_plain_record():
     """LEOState exposes its classes and holds plain tensors."""
     state = LEOState(
-        torch.zeros(3, 2), torch.zeros(3, 2), torch.zeros(3, 4), torch.ones(3)
+        torch.zeros(3, 2), torch.zeros(3, 2), torch.zeros(3, 5), torch.ones(3)
     )
     assert state.n_classes == 3

@@ -25,7 +25,6 @@ from sklearn.utils.multiclass import type_of_target
 from sklearn.utils.parallel import Parallel, delayed
 from sklearn.utils.validation import check_is_fitted, column_or_1d
 
-from ._sources import check_sources
 from .tasks import make_sampler
 
 __all__ = [
@@ -331,8 +330,6 @@ def _draw_episodes(
         raise ValueError(
             "y is continuous: regression tasks must be given with groups=task_ids"
         )
-    if sources is not None:
-        sources = check_sources(sources, len(y))
     sampler = make_sampler(
         y,
         groups,

@@ -16,6 +16,7 @@ import copy
 import functools
 import math
 import numbers
+import os
 from collections.abc import Callable
 from numbers import Integral, Real
 
@@ -25,7 +26,7 @@ from sklearn.base import BaseEstimator
 from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets, type_of_target
 from sklearn.utils.validation import check_is_fitted, validate_data
-from skorch.callbacks import EpochScoring, ProgressBar
+from skorch.callbacks import EpochScoring, LRScheduler, ProgressBar
 from skorch.helper import predefined_split
 
 from ._adaptation import AdaptationMixin
@@ -64,6 +65,7 @@ SHARED_PARAMETER_CONSTRAINTS: dict = {
     "max_epochs": [Interval(Integral, 1, None, closed="left")],
     "episodes_per_epoch": [Interval(Integral, 1, None, closed="left")],
     "meta_lr": [Interval(Real, 0, None, closed="neither")],
+    "meta_lr_schedule": [StrOptions({"constant", "cosine"})],
     "validation_fraction": [Interval(Real, 0, 1, closed="left")],
     "callbacks": [list, None],
     "augment": [callable, None],
@@ -380,6 +382,17 @@ class MetaLearnerBase(AdaptationMixin, BaseEstimator):
                     ),
                 )
             )
+        if self.meta_lr_schedule == "cosine":
+            callbacks.append(
+                (
+                    "meta_lr_schedule",
+                    LRScheduler(
+                        policy=torch.optim.lr_scheduler.CosineAnnealingLR,
+                        T_max=self._outer_steps(),
+                        step_every="batch",
+                    ),
+                )
+            )
         extra = dict(self._net_params())
         callbacks += extra.pop("callbacks", [])
         # skorch initialises the callbacks it is given in place: copies keep the
@@ -442,6 +455,15 @@ class MetaLearnerBase(AdaptationMixin, BaseEstimator):
 
     def _divergence_hint(self) -> str:
         return f"lower meta_lr (now {self.meta_lr})"
+
+    def _outer_steps(self) -> int:
+        """Optimiser steps of a fit that runs all its epochs, in this process."""
+        episodes = self.episodes_per_epoch
+        if self.distributed:
+            # torchrun's variable: each process trains on 1 / WORLD_SIZE of
+            # every epoch's episodes.
+            episodes //= max(1, int(os.environ.get("WORLD_SIZE", "1")))
+        return self.max_epochs * max(1, math.ceil(episodes / self.meta_batch_size))
 
     def _net_params(self) -> dict:
         """Extra skorch net arguments (``optimizer__weight_decay``, ...).

@@ -127,6 +127,10 @@ class LEOTransformer(
         Episodes per epoch.
     meta_lr : float, default=1e-3
         Adam's learning rate.
+    meta_lr_schedule : {"constant", "cosine"}, default="constant"
+        ``"cosine"`` lowers Adam's learning rate from ``meta_lr`` to 0 along a
+        half cosine over the ``max_epochs * episodes_per_epoch`` episodes
+        (per optimiser step; early stopping ends it sooner).
     validation_fraction : float, default=0.0
         Fraction of the classes held out to record few-shot validation
         accuracy (``history_[:, "valid_acc"]``) each epoch.
@@ -283,6 +287,7 @@ class LEOTransformer(
         max_epochs=20,
         episodes_per_epoch=1000,
         meta_lr=1e-3,
+        meta_lr_schedule="constant",
         validation_fraction=0.0,
         callbacks=None,
         augment=None,
@@ -314,6 +319,7 @@ class LEOTransformer(
         self.max_epochs = max_epochs
         self.episodes_per_epoch = episodes_per_epoch
         self.meta_lr = meta_lr
+        self.meta_lr_schedule = meta_lr_schedule
         self.validation_fraction = validation_fraction
         self.callbacks = callbacks
         self.augment = augment

@@ -404,6 +404,11 @@ class Conv4(nn.Module):
         return features
 
 
+#: Largest image side for which ``make_backbone("auto", ...)`` picks the
+#: stride-2 Conv4.
+SMALL_IMAGE_SIZE = 32
+
+
 def make_backbone(
     kind: str | nn.Module,
     input_shape: Sequence[int],
@@ -413,14 +418,18 @@ def make_backbone(
     """Build the backbone named by ``kind`` for inputs of ``input_shape``.
 
     ``kind`` is ``"mlp"``, ``"conv4"`` (max-pooling Conv4 with
-    ``embedding_dim`` channels), ``"conv4_strided"`` (stride-2 Conv4) or an
-    ``nn.Module`` used as it is. ``input_shape`` is ``(n_features,)`` for
-    rows and ``(C, H, W)`` for images.
+    ``embedding_dim`` channels), ``"conv4_strided"`` (stride-2 Conv4),
+    ``"auto"`` or an ``nn.Module`` used as it is. ``input_shape`` is
+    ``(n_features,)`` for rows and ``(C, H, W)`` for images.
 
     Parameters
     ----------
-    kind : {"mlp", "conv4", "conv4_strided"} or torch.nn.Module
-        The backbone to build, or one to return as it is.
+    kind : {"auto", "mlp", "conv4", "conv4_strided"} or torch.nn.Module
+        The backbone to build, or one to return as it is. ``"auto"`` is
+        ``"mlp"`` for rows, ``"conv4_strided"`` for images of at most
+        ``SMALL_IMAGE_SIZE`` pixels a side (as cheap and as accurate there,
+        the choice of MAML's paper for Omniglot) and ``"conv4"`` for larger
+        ones.
     input_shape : sequence of int
         Shape of one sample: ``(n_features,)`` or ``(C, H, W)``.
     hidden_layer_sizes : sequence of int, default=(128, 128)
@@ -436,6 +445,13 @@ def make_backbone(
     if isinstance(kind, nn.Module):
         return kind
     input_shape = tuple(int(s) for s in input_shape)
+    if kind == "auto":
+        if len(input_shape) != 3:
+            kind = "mlp"
+        elif max(input_shape[1:]) <= SMALL_IMAGE_SIZE:
+            kind = "conv4_strided"
+        else:
+            kind = "conv4"
     if kind == "mlp":
         n_features = 1
         for size in input_shape:

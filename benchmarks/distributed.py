@@ -66,6 +66,7 @@ def _train(args) -> None:
         meta_batch_size=args.episodes // world,
         episodes_per_epoch=args.episodes * (args.steps + 1),
         max_epochs=1,
+        meta_lr_schedule="constant",
         device=args.device,
         distributed="RANK" in os.environ,
         callbacks=[StepTimes()],

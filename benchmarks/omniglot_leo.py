@@ -58,6 +58,7 @@ def embedding(seconds: float, args, **params) -> MetaMetricClassifier:
         n_way=20,
         n_query=5,
         meta_lr=2e-3,
+        meta_lr_schedule="constant",
         max_epochs=100_000,  # the time budget stops training
         episodes_per_epoch=500,
         callbacks=[TimeBudget(seconds)],

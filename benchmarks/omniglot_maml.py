@@ -107,6 +107,7 @@ def main(argv=None) -> dict:
         n_query=args.train_query,
         meta_batch_size=args.meta_batch,
         meta_lr=args.meta_lr,
+        meta_lr_schedule="constant",
         max_epochs=10_000,  # the time budget stops training
         episodes_per_epoch=args.meta_batch * 50,
         validation_fraction=0.0,

@@ -85,6 +85,7 @@ def main(argv=None) -> dict:
         n_query=args.train_query,
         meta_batch_size=1,
         meta_lr=args.meta_lr,
+        meta_lr_schedule="constant",
         max_epochs=10_000,  # the time budget stops training
         episodes_per_epoch=500,
         validation_fraction=0.0,

@@ -70,11 +70,14 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--epochs",
         type=_positive_int,
-        default=3,
-        help="meta-training epochs of 500 episodes",
+        default=None,
+        help="meta-training epochs (default: the estimator's max_epochs)",
     )
     demo.add_argument(
-        "--train-episodes", type=_positive_int, default=500, help="episodes per epoch"
+        "--train-episodes",
+        type=_positive_int,
+        default=None,
+        help="episodes per epoch (default: the estimator's episodes_per_epoch)",
     )
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument(
@@ -121,41 +124,26 @@ def _load(data, seed):
 
 
 def _estimator(name, args, n_way):
-    """The meta-learner the demo trains."""
+    """The meta-learner the demo trains: the estimators' defaults."""
     from sklearn.pipeline import make_pipeline
 
     from . import LEOTransformer, MAMLFeatureExtractor, MetaMetricClassifier
 
     common = dict(
-        max_epochs=args.epochs,
-        episodes_per_epoch=args.train_episodes,
         device=args.device,
         random_state=args.seed,
         verbose=0 if args.quiet or args.json else 1,
     )
-    # The stride-2 Conv4 is cheaper than max pooling on a CPU and as accurate
-    # on 28x28 characters (docs/concepts.md).
+    if args.epochs is not None:
+        common["max_epochs"] = args.epochs
+    if args.train_episodes is not None:
+        common["episodes_per_epoch"] = args.train_episodes
     if name == "maml":
-        # learn2learn's Omniglot setting; three steps at test time.
-        return MAMLFeatureExtractor(
-            inner_lr=0.4,
-            adapt_steps=3,
-            backbone="conv4_strided",
-            n_way=n_way,
-            meta_batch_size=16,
-            **common,
-        )
-    # Prototypical networks learn more from episodes with more ways than the
-    # test uses (Snell et al. 2017).
-    metric = MetaMetricClassifier(
-        backbone="conv4_strided", n_way=max(20, n_way), n_query=5, **common
-    )
+        return MAMLFeatureExtractor(n_way=n_way, **common)
+    metric = MetaMetricClassifier(**common)
     if name == "leo":
         # LEO on a meta-learned embedding: the paper's two-stage setup.
-        return make_pipeline(
-            metric,
-            LEOTransformer(n_way=n_way, **{**common, "max_epochs": 1}),
-        )
+        return make_pipeline(metric, LEOTransformer(n_way=n_way, **common))
     return metric
 
 

@@ -47,11 +47,11 @@ def test_fused_forward_matches_the_native_body(input_shape):
         assert_allclose(actual, expected, atol=1e-10)
 
 
-@pytest.mark.parametrize("images_per_chunk", [None, 1, 3, 8])
-def test_fused_blocks_keep_statistics_per_group(images_per_chunk, monkeypatch):
-    """With groups, the fused Conv4 equals the body run on each group apart,
-    however the grey first block cuts the images into chunks: parts of a
-    group (1, 3) or several groups (8: two groups, then one)."""
+@pytest.mark.parametrize("images_per_chunk", [None, 1, 5, 12])
+def test_grey_block_is_the_same_however_it_is_chunked(images_per_chunk, monkeypatch):
+    """The grey first block cuts the images into chunks (one image, a few,
+    all); value and gradients stay those of the native layers, with
+    statistics over all the images."""
     if images_per_chunk is not None:
         # The first block's z is 4 channels of 9x9 per image.
         monkeypatch.setattr(_fused_conv4, "_CHUNK_ELEMENTS", images_per_chunk * 4 * 81)
@@ -59,15 +59,13 @@ def test_fused_blocks_keep_statistics_per_group(images_per_chunk, monkeypatch):
     with torch.no_grad():
         body.blocks[0][1].weight[1] = -0.5
     params = dict(body.named_parameters())
-    x = torch.randn(3, 4, 1, 9, 9, dtype=torch.float64)
-    x[1] = 5 * x[1] + 2
-    fused = _fused_conv4._fused_conv4_forward(
-        body, params, x.reshape(12, 1, 9, 9), groups=3
-    )
-    apart = torch.cat([body(x[g]) for g in range(3)])
-    assert_allclose(fused.detach(), apart.detach(), atol=1e-12)
-    weights = torch.randn_like(apart)
-    expected = torch.autograd.grad((apart * weights).sum(), list(params.values()))
+    x = torch.randn(12, 1, 9, 9, dtype=torch.float64)
+    x[4:8] = 5 * x[4:8] + 2
+    fused = _fused_conv4.fused_forward(body, params, x)
+    native = body(x)
+    assert_allclose(fused.detach(), native.detach(), atol=1e-12)
+    weights = torch.randn_like(native)
+    expected = torch.autograd.grad((native * weights).sum(), list(params.values()))
     actual = torch.autograd.grad((fused * weights).sum(), list(params.values()))
     for e, a in zip(expected, actual, strict=True):
         assert_allclose(a, e, atol=1e-10)

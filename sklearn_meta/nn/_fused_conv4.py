@@ -73,10 +73,9 @@ def _conv_backward(grad, x, weight, mask):
 def _pool(
     centred: torch.Tensor, scale: torch.Tensor, shape: tuple[int, int, int, int]
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The values of ``centred`` (rows per group) that win the 2x2 max-pool of
-    ``scale * centred``, as rows per group, and their max-pool indices."""
+    """The values of ``centred`` (rows) that win the 2x2 max-pool of
+    ``scale * centred``, as rows, and their max-pool indices."""
     n, c, h, w = shape
-    groups = centred.shape[0]
     sign = None
     if bool((scale < 0).any()):
         # A negative scale turns the max of the output into a min of z.
@@ -84,7 +83,6 @@ def _pool(
         centred = centred * sign
     pooled, index = F.max_pool2d(_from_rows(centred, n, h, w), 2, return_indices=True)
     picked = _rows(pooled.contiguous(memory_format=_CHANNELS_LAST))
-    picked = picked.view(groups, -1, c)
     if sign is not None:
         picked = picked * sign
     return picked, index
@@ -93,36 +91,33 @@ def _pool(
 class _ConvBlock(torch.autograd.Function):
     """``max_pool2d(relu(batch_norm(conv2d(x, padding=1))), 2)``, fused.
 
-    The batch is ``groups`` equal blocks of samples (tasks), each normalised
-    with its own statistics. Output in channels-last layout. Once
-    differentiable.
+    Output in channels-last layout. Once differentiable.
     """
 
     @staticmethod
-    def forward(ctx, x, weight, bias, gamma, beta, eps, groups):
+    def forward(ctx, x, weight, bias, gamma, beta, eps):
         n, _, h, w = x.shape
         c = weight.shape[0]
         saved_input = x.contiguous(memory_format=_CHANNELS_LAST)
         z = F.conv2d(saved_input, weight, bias, padding=1)
         z = z.contiguous(memory_format=_CHANNELS_LAST)
         rows = _rows(z)
-        per_group = rows.view(groups, -1, c)
-        count = per_group.shape[1]
+        count = rows.shape[0]
         # Column sums as matrix products: much faster than sum(dim=0) here.
-        ones = rows.new_ones(groups, 1, count)
-        mean = torch.bmm(ones, per_group) / count
+        ones = rows.new_ones(1, count)
+        mean = ones @ rows / count
         # Everything after works on z - mean, as native BatchNorm does: an
         # affine map of z itself loses float32 digits to cancellation when
         # the mean is large against the spread.
-        centred = per_group - mean
+        centred = rows - mean
         # z itself is not needed any more: its memory takes the squares.
-        var = torch.bmm(ones, torch.mul(centred, centred, out=per_group)) / count
-        del z, rows, per_group
+        var = ones @ torch.mul(centred, centred, out=rows) / count
+        del z, rows
         invstd = torch.rsqrt(var + eps)
         scale = gamma * invstd
         picked, _ = _pool(centred, scale, (n, c, h, w))
         out = torch.addcmul(beta, picked, scale).relu_()
-        ctx.groups, ctx.has_bias = groups, bias is not None
+        ctx.has_bias = bias is not None
         ctx.z_shape = (n, c, h, w)
         # The pool's winners and indices are recomputed in backward (one cheap
         # pass) rather than kept: a quarter of the graph's memory.
@@ -135,7 +130,7 @@ class _ConvBlock(torch.autograd.Function):
         saved_input, weight, bias, centred, out, invstd, scale = ctx.saved_tensors
         picked, index = _pool(centred, scale, ctx.z_shape)
         grad, k0, k1, *affine_grads = _batch_norm_backward_terms(
-            grad_out, out, picked, centred.shape[1], invstd, scale
+            grad_out, out, picked, centred.shape[0], invstd, scale
         )
         grad_z = _grad_z(grad, scale, centred, k0, k1, index, ctx.z_shape)
         needs = ctx.needs_input_grad
@@ -146,7 +141,7 @@ class _ConvBlock(torch.autograd.Function):
         if ctx.has_bias and needs[2]:
             rows = _rows(grad_z)
             grad_bias = (rows.new_ones(1, rows.shape[0]) @ rows).view(-1)
-        return (grad_x, grad_weight, grad_bias, *affine_grads, None, None)
+        return (grad_x, grad_weight, grad_bias, *affine_grads, None)
 
 
 class _GreyConvBlock(torch.autograd.Function):
@@ -162,8 +157,8 @@ class _GreyConvBlock(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x, weight, bias, gamma, beta, eps, groups):
-        out, saved = _grey_block_forward(x, weight, gamma, beta, eps, groups)
+    def forward(ctx, x, weight, bias, gamma, beta, eps):
+        out, saved = _grey_block_forward(x, weight, gamma, beta, eps)
         ctx.has_bias = bias is not None
         ctx.z_shape = (x.shape[0], weight.shape[0], *x.shape[2:])
         ctx.save_for_backward(*saved)
@@ -183,35 +178,30 @@ class _GreyConvBlock(torch.autograd.Function):
             grad_gamma,
             grad_beta,
             None,
-            None,
         )
 
 
-def _grey_block_forward(x, weight, gamma, beta, eps, groups):
+def _grey_block_forward(x, weight, gamma, beta, eps):
     """:class:`_GreyConvBlock`'s output and the tensors its backward needs.
 
     The convolution's bias does not enter: BatchNorm subtracts it again.
     """
     n, _, h, w = x.shape
     c = weight.shape[0]
-    patches = _patches(x).view(groups, -1, x.shape[1] * 9)
-    count = patches.shape[1]
-    ones = patches.new_ones(groups, 1, count)
-    centred_patches = patches - torch.bmm(ones, patches) / count
+    patches = _patches(x)
+    count = patches.shape[0]
+    centred_patches = patches - patches.new_ones(1, count) @ patches / count
     del patches
-    covariance = torch.bmm(centred_patches.transpose(1, 2), centred_patches)
+    covariance = centred_patches.T @ centred_patches
     flat_weight = weight.reshape(c, -1)
     # Each channel's variance is w' Cov w.
-    var = ((flat_weight @ covariance) * flat_weight).sum(-1).unsqueeze(1) / count
+    var = ((flat_weight @ covariance) * flat_weight).sum(-1).unsqueeze(0) / count
     invstd = torch.rsqrt(var + eps)
     scale = gamma * invstd
-    pooled_rows = count // (h * w) * (h // 2) * (w // 2)
-    out = centred_patches.new_empty(groups, pooled_rows, c)
+    out = centred_patches.new_empty(n * (h // 2) * (w // 2), c)
     for chunk in _grey_chunks(centred_patches, flat_weight, (n, c, h, w)):
-        picked, _ = _pool(chunk.centred, scale[chunk.groups], chunk.z_shape)
-        out[chunk.groups, chunk.pooled_rows] = torch.addcmul(
-            beta, picked, scale[chunk.groups]
-        ).relu_()
+        picked, _ = _pool(chunk.centred, scale, chunk.z_shape)
+        out[chunk.pooled_rows] = torch.addcmul(beta, picked, scale).relu_()
     saved = (centred_patches, weight, out, invstd, scale)
     return _from_rows(out, n, h // 2, w // 2), saved
 
@@ -226,36 +216,26 @@ def _grey_block_gradients(grad_out, saved, z_shape, has_bias):
     # full-resolution gradient: one pass for the sums, one for the rest.
     picked = torch.empty_like(out)
     for chunk in _grey_chunks(centred_patches, flat_weight, z_shape):
-        picked[chunk.groups, chunk.pooled_rows], _ = _pool(
-            chunk.centred, scale[chunk.groups], chunk.z_shape
-        )
+        picked[chunk.pooled_rows], _ = _pool(chunk.centred, scale, chunk.z_shape)
     grad, k0, k1, grad_gamma, grad_beta = _batch_norm_backward_terms(
-        grad_out, out, picked, centred_patches.shape[1], invstd, scale
+        grad_out, out, picked, centred_patches.shape[0], invstd, scale
     )
     del picked
     grad_weight = torch.zeros_like(flat_weight)
     grad_bias = flat_weight.new_zeros(c) if has_bias else None
     for chunk in _grey_chunks(centred_patches, flat_weight, z_shape):
-        part = chunk.groups
-        _, index = _pool(chunk.centred, scale[part], chunk.z_shape)
+        _, index = _pool(chunk.centred, scale, chunk.z_shape)
         grad_z = _grad_z(
-            grad[part, chunk.pooled_rows].contiguous(),
-            scale[part],
-            chunk.centred,
-            k0[part],
-            k1[part],
-            index,
-            chunk.z_shape,
+            grad[chunk.pooled_rows], scale, chunk.centred, k0, k1, index, chunk.z_shape
         )
         rows = _rows(grad_z)
-        grad_weight += (chunk.patches.reshape(-1, flat_weight.shape[1]).T @ rows).T
+        grad_weight += (chunk.patches.T @ rows).T
         if grad_bias is not None:
             grad_bias += (rows.new_ones(1, rows.shape[0]) @ rows).view(c)
     return grad_weight.reshape(weight.shape), grad_bias, grad_gamma, grad_beta
 
 
 class _GreyChunk(NamedTuple):
-    groups: slice
     pooled_rows: slice
     patches: torch.Tensor
     centred: torch.Tensor
@@ -272,58 +252,41 @@ def _grey_chunks(
     flat_weight: torch.Tensor,
     z_shape: tuple[int, int, int, int],
 ) -> Iterator[_GreyChunk]:
-    """Chunks of about ``_CHUNK_ELEMENTS`` with their z - mean: whole groups
-    when a group fits in one, else parts of one group."""
-    groups = centred_patches.shape[0]
-    _, c, h, w = z_shape
-    per_group = centred_patches.shape[1] // (h * w)
+    """Chunks of about ``_CHUNK_ELEMENTS`` with their z - mean, whole images."""
+    n, c, h, w = z_shape
     images = max(1, _CHUNK_ELEMENTS // (c * h * w))
-    if per_group <= images:
-        step = images // per_group
-        spans = [
-            (slice(g, min(g + step, groups)), 0, per_group)
-            for g in range(0, groups, step)
-        ]
-    else:
-        spans = [
-            (slice(g, g + 1), i, min(i + images, per_group))
-            for g in range(groups)
-            for i in range(0, per_group, images)
-        ]
     pooled = (h // 2) * (w // 2)
-    for part, first, stop in spans:
-        patches = centred_patches[part, first * h * w : stop * h * w]
-        n_images = (part.stop - part.start) * (stop - first)
+    for first in range(0, n, images):
+        stop = min(first + images, n)
+        patches = centred_patches[first * h * w : stop * h * w]
         yield _GreyChunk(
-            groups=part,
             pooled_rows=slice(first * pooled, stop * pooled),
             patches=patches,
             centred=patches @ flat_weight.T,
-            z_shape=(n_images, c, h, w),
+            z_shape=(stop - first, c, h, w),
         )
 
 
 def _batch_norm_backward_terms(grad_out, out, picked, count, invstd, scale):
-    """The pooled gradient ``grad`` (zero where ReLU cut) as rows per group,
-    the per-group terms of BatchNorm's input gradient,
+    """The pooled gradient ``grad`` (zero where ReLU cut) as rows, the terms
+    of BatchNorm's input gradient,
     dz = scale * (g - mean(g) - z_hat * mean(g z_hat)) = scale g + k0 + k1 (z - mean),
     where g is ``grad`` routed to the winners (zero elsewhere) and
     z_hat = (z - mean) * invstd."""
     grad_out = grad_out.contiguous(memory_format=_CHANNELS_LAST)
     grad = torch.where(out > 0, _rows(grad_out).view(out.shape), 0.0)
-    ones = grad.new_ones(grad.shape[0], 1, grad.shape[1])
-    sum_grad = torch.bmm(ones, grad)
-    sum_grad_z = torch.bmm(ones, grad * picked) * invstd
+    ones = grad.new_ones(1, grad.shape[0])
+    sum_grad = ones @ grad
+    sum_grad_z = ones @ (grad * picked) * invstd
     k1 = -scale * invstd * sum_grad_z / count
     k0 = -scale * sum_grad / count
     # The last two are the gradients of BatchNorm's weight and bias.
-    return grad, k0, k1, sum_grad_z.sum(dim=(0, 1)), sum_grad.sum(dim=(0, 1))
+    return grad, k0, k1, sum_grad_z.view(-1), sum_grad.view(-1)
 
 
 def _grad_z(grad, scale, centred, k0, k1, index, z_shape):
     """The gradient of the convolution output z, channels-last."""
     n, c, h, w = z_shape
-    groups = centred.shape[0]
     routed = _from_rows(grad * scale, n, h // 2, w // 2)
     grad_z = torch.ops.aten.max_pool2d_with_indices_backward(
         routed,
@@ -335,7 +298,7 @@ def _grad_z(grad, scale, centred, k0, k1, index, z_shape):
         False,
         index,
     ).contiguous(memory_format=_CHANNELS_LAST)
-    _rows(grad_z).view(groups, -1, c).addcmul_(centred, k1).add_(k0)
+    _rows(grad_z).addcmul_(centred, k1).add_(k0)
     return grad_z
 
 
@@ -371,14 +334,9 @@ def _fusable_conv4(body: nn.Module) -> bool:
     return True
 
 
-def _fused_conv4_forward(
-    body: nn.Module, params: dict, x: torch.Tensor, groups: int
-) -> torch.Tensor:
-    """``body(x)`` with the fused blocks; ``params`` are the body's, by name.
-
-    ``x`` is ``groups`` equal blocks of samples, each normalised with its
-    own statistics.
-    """
+def fused_forward(body: nn.Module, params: dict, x: torch.Tensor) -> torch.Tensor:
+    """``body(x)`` with the parameters ``params`` (by name), through fused
+    once-differentiable blocks."""
     x = x.reshape(x.shape[0], *body.input_shape)
     for index, block in enumerate(body.blocks):
         conv, norm = block[0], block[1]
@@ -391,9 +349,9 @@ def _fused_conv4_forward(
             norm.eps,
         )
         if _few_channels(x) and not x.requires_grad:
-            x = _GreyConvBlock.apply(x, *block_params, groups)
+            x = _GreyConvBlock.apply(x, *block_params)
         else:
-            x = _ConvBlock.apply(x, *block_params, groups)
+            x = _ConvBlock.apply(x, *block_params)
     features = x.flatten(1)
     if body.projection is not None:
         features = F.linear(
@@ -416,9 +374,3 @@ def can_fuse(body: nn.Module, x: torch.Tensor) -> bool:
             if isinstance(layer, TaskBatchNorm2d)
         )
     )
-
-
-def fused_forward(body: nn.Module, params: dict, x: torch.Tensor) -> torch.Tensor:
-    """``body(x)`` with the parameters ``params`` (by name), through fused
-    once-differentiable blocks."""
-    return _fused_conv4_forward(body, params, x, 1)

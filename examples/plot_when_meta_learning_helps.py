@@ -35,8 +35,12 @@ common = dict(n_way=5, k_shot=1, n_episodes=500, random_state=0)
 params = dict(
     backbone="conv4_strided",
     embedding_dim=32,
+    n_way=5,  # as many as the five training digits
+    n_query=15,
     max_epochs=2,
     episodes_per_epoch=300,
+    meta_lr=1e-3,
+    meta_lr_schedule="constant",
     random_state=0,
 )
 plain = MetaMetricClassifier(**params).fit(X[train], y[train])

@@ -427,9 +427,9 @@ def make_backbone(
     kind : {"auto", "mlp", "conv4", "conv4_strided"} or torch.nn.Module
         The backbone to build, or one to return as it is. ``"auto"`` is
         ``"mlp"`` for rows, ``"conv4_strided"`` for images of at most
-        ``SMALL_IMAGE_SIZE`` pixels a side (as cheap and as accurate there,
-        the choice of MAML's paper for Omniglot) and ``"conv4"`` for larger
-        ones.
+        ``SMALL_IMAGE_SIZE`` pixels a side (a fraction of the max-pool one's
+        cost there, the choice of MAML's paper for Omniglot) and ``"conv4"``
+        for larger ones.
     input_shape : sequence of int
         Shape of one sample: ``(n_features,)`` or ``(C, H, W)``.
     hidden_layer_sizes : sequence of int, default=(128, 128)

@@ -180,8 +180,8 @@ def plan_episodes(
             f"the data{where} allows episodes of n_way={new_way} and "
             f"n_query={new_query} only (asked n_way={n_way}, n_query={n_query}, "
             f"k_shot={k_shot}: {len(eligible)} classes have more than k_shot "
-            f"samples, the smallest has {int(eligible.min())}); training goes on "
-            "with the smaller episodes",
+            f"samples, the smallest has {int(eligible.min())}); the episodes "
+            "drawn are that small",
             UserWarning,
             stacklevel=3,
         )

@@ -85,6 +85,10 @@ def test_plan_episodes_shrinks_with_a_warning_and_fails_when_impossible():
     with pytest.warns(UserWarning, match="n_way=3 and n_query=4"):
         assert plan_episodes([5, 6, 9], 5, 1, 15) == (3, 4)
     assert plan_episodes([20] * 10, 5, 1, 15) == (5, 15)
+    # The same plan serves evaluation: its warning must not speak of training.
+    with pytest.warns(UserWarning, match="the data to evaluate allows") as record:
+        plan_episodes([5, 6, 9], 5, 1, 15, where=" to evaluate")
+    assert "training" not in str(record[0].message)
     with pytest.raises(ValueError, match="lower k_shot"):
         plan_episodes([1, 1, 5], 5, 1, 15)
 

@@ -484,9 +484,17 @@ class GroupTaskSampler:
 
 
 def group_plan(
-    targets, groups, n_way: int, k_shot: int, n_query: int, *, regression: bool
+    targets,
+    groups,
+    n_way: int,
+    k_shot: int,
+    n_query: int,
+    *,
+    regression: bool,
+    where: str = "",
 ) -> tuple[int, int]:
-    """Shrink the episode shape to what the smallest usable group allows."""
+    """Shrink the episode shape to what the smallest usable group allows;
+    ``where`` as in :func:`plan_episodes`."""
     targets, groups = np.asarray(targets), np.asarray(groups)
     members_of_groups = split_by_group(groups)
     if regression:
@@ -501,8 +509,8 @@ def group_plan(
         new_query = min(n_query, int(usable.min()) - k_shot)
         if new_query < n_query:
             warnings.warn(
-                f"the smallest task allows n_query={new_query} (asked {n_query}); "
-                "training goes on with fewer query points",
+                f"the smallest task{where} allows n_query={new_query} (asked "
+                f"{n_query}); the episodes drawn have fewer query points",
                 UserWarning,
                 stacklevel=3,
             )
@@ -525,9 +533,9 @@ def group_plan(
         )
     if best_way < n_way or best_query < n_query:
         warnings.warn(
-            f"the tasks allow episodes of n_way={best_way} and n_query={best_query} "
-            f"only (asked n_way={n_way}, n_query={n_query}); training goes on with "
-            "the smaller episodes",
+            f"the tasks{where} allow episodes of n_way={best_way} and "
+            f"n_query={best_query} only (asked n_way={n_way}, n_query={n_query}); "
+            "the episodes drawn are that small",
             UserWarning,
             stacklevel=3,
         )
@@ -566,7 +574,7 @@ def make_sampler(
         )
     if groups is not None:
         n_way, n_query = group_plan(
-            targets, groups, n_way, k_shot, n_query, regression=regression
+            targets, groups, n_way, k_shot, n_query, regression=regression, where=where
         )
         return GroupTaskSampler(
             targets,

@@ -162,6 +162,14 @@ def test_group_plan_errors_and_shrinking():
         group_plan(np.zeros(12), groups, 5, 4, 5, regression=True)
     with pytest.warns(UserWarning, match="n_query=2"):
         assert group_plan(np.zeros(12), groups, 5, 2, 5, regression=True) == (5, 2)
+    # evaluate_few_shot(groups=...) plans with it too: no word of training.
+    with pytest.warns(UserWarning, match="to evaluate allows n_query=2") as record:
+        group_plan(np.zeros(12), groups, 5, 2, 5, regression=True, where=" to evaluate")
+    assert "training" not in str(record[0].message)
+    labels = np.tile([0, 0, 1, 1], 3)
+    with pytest.warns(UserWarning, match="tasks to evaluate allow episodes") as record:
+        group_plan(labels, groups, 5, 1, 5, regression=False, where=" to evaluate")
+    assert "training" not in str(record[0].message)
 
 
 def test_validation_split_holds_out_whole_classes_or_tasks():

@@ -16,7 +16,6 @@ import copy
 import functools
 import math
 import numbers
-import os
 from collections.abc import Callable
 from numbers import Integral, Real
 
@@ -39,7 +38,7 @@ from ._checks import (
 )
 from ._compat import Interval, StrOptions
 from ._data import INFERENCE_DTYPES, Samples
-from ._distributed import fingerprint, process_device
+from ._distributed import episodes_per_process, fingerprint, process_device
 from ._net import (
     DataParallelMetaNet,
     EpisodeDataset,
@@ -460,9 +459,7 @@ class MetaLearnerBase(AdaptationMixin, BaseEstimator):
         """Optimiser steps of a fit that runs all its epochs, in this process."""
         episodes = self.episodes_per_epoch
         if self.distributed:
-            # torchrun's variable: each process trains on 1 / WORLD_SIZE of
-            # every epoch's episodes.
-            episodes //= max(1, int(os.environ.get("WORLD_SIZE", "1")))
+            episodes = episodes_per_process(episodes)
         return self.max_epochs * max(1, math.ceil(episodes / self.meta_batch_size))
 
     def _net_params(self) -> dict:

@@ -150,6 +150,16 @@ def _rank() -> int:
     return dist.get_rank() if dist.is_initialized() else int(os.environ.get("RANK", 0))
 
 
+def episodes_per_process(n_episodes: int) -> int:
+    """Episodes of an epoch each process trains on: whole rounds of one each
+    (before the process group exists, torchrun's ``WORLD_SIZE`` says how many)."""
+    if dist.is_initialized():
+        world_size = dist.get_world_size()
+    else:
+        world_size = int(os.environ.get("WORLD_SIZE", 1))
+    return n_episodes // max(1, world_size)
+
+
 def _without_rank_zero_callbacks(callbacks: list) -> list:
     """``callbacks`` (skorch's forms: instances, classes, named pairs) less those that print or save."""
     kept = []
@@ -342,7 +352,7 @@ class DataParallel:
         if training and group is not None:
             # Episode i to rank i mod N, over a whole number of rounds, so
             # every process has as many steps as the others.
-            end = len(dataset) - len(dataset) % group.world_size
+            end = episodes_per_process(len(dataset)) * group.world_size
             iterator.shard = slice(group.rank, end, group.world_size)
         return iterator
 

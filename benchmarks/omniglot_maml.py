@@ -58,6 +58,9 @@ def main(argv=None) -> dict:
     )
     parser.add_argument("--meta-batch", type=int, default=4)
     parser.add_argument(
+        "--train-way", type=int, default=5, help="classes per training task"
+    )
+    parser.add_argument(
         "--train-query",
         type=int,
         default=15,
@@ -102,7 +105,7 @@ def main(argv=None) -> dict:
         backbone=args.backbone,
         embedding_dim=64,
         input_shape=None,
-        n_way=5,
+        n_way=args.train_way,
         k_shot=1,
         n_query=args.train_query,
         meta_batch_size=args.meta_batch,

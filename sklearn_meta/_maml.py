@@ -31,6 +31,9 @@ from .nn.executors import AutoExecutor
 from .nn.losses import episode_scores
 from .nn.maml import MAML
 
+#: The inner step sizes ``inner_lr="auto"`` stands for (docs/defaults.md).
+AUTO_INNER_LR = {"classification": 0.4, "regression": 0.1}
+
 
 @dataclass
 class _AdaptedTask:
@@ -77,8 +80,10 @@ class MAMLFeatureExtractor(
 
     Parameters
     ----------
-    inner_lr : float, default=0.1
-        Step size of the inner loop (initial value when learned).
+    inner_lr : float or "auto", default="auto"
+        Step size of the inner loop (initial value when learned). ``"auto"``
+        is 0.4 for classification (the MAML paper's Omniglot setting) and
+        0.1 for regression.
     inner_steps : int, default=1
         Inner gradient steps per task in meta-training.
     adapt_steps : int or None, default=None
@@ -231,7 +236,7 @@ class MAMLFeatureExtractor(
             StrOptions({"auto", "mlp", "conv4", "conv4_strided"}),
             torch.nn.Module,
         ],
-        "inner_lr": [Interval(Real, 0, None, closed="neither")],
+        "inner_lr": [Interval(Real, 0, None, closed="neither"), StrOptions({"auto"})],
         "inner_steps": [Interval(Integral, 1, None, closed="left")],
         "adapt_steps": [Interval(Integral, 0, None, closed="left"), None],
         "first_order": ["boolean"],
@@ -245,7 +250,7 @@ class MAMLFeatureExtractor(
 
     def __init__(
         self,
-        inner_lr=0.1,
+        inner_lr="auto",
         inner_steps=1,
         *,
         adapt_steps=None,
@@ -325,7 +330,7 @@ class MAMLFeatureExtractor(
         return MAML(
             body,
             embedding_dim=embedding_size(body, self.input_shape_),
-            inner_lr=self.inner_lr,
+            inner_lr=self._inner_lr(regression),
             inner_steps=self.inner_steps,
             first_order=self.first_order,
             inner_params=self.inner_params,
@@ -338,8 +343,20 @@ class MAMLFeatureExtractor(
             executor=AutoExecutor(body, vectorisable=self.algorithm != "imaml"),
         )
 
+    def _inner_lr(self, regression: bool) -> float:
+        if self.inner_lr == "auto":
+            return AUTO_INNER_LR["regression" if regression else "classification"]
+        return float(self.inner_lr)
+
     def _divergence_hint(self) -> str:
-        return f"lower meta_lr (now {self.meta_lr}) or inner_lr (now {self.inner_lr})"
+        # Called before fit has stored the task type: "auto" is spelt out.
+        inner_lr = (
+            f"'auto': {AUTO_INNER_LR['classification']} for classification, "
+            f"{AUTO_INNER_LR['regression']} for regression"
+            if self.inner_lr == "auto"
+            else self.inner_lr
+        )
+        return f"lower meta_lr (now {self.meta_lr}) or inner_lr (now {inner_lr})"
 
     def _n_adapt_steps(self) -> int:
         steps = self.inner_steps if self.adapt_steps is None else self.adapt_steps
@@ -361,17 +378,18 @@ class MAMLFeatureExtractor(
         """
         module = self.net_.module_
         fitted = module.inner_lr
+        inner_lr = self._inner_lr(self._regression)
         if module.learn_inner_lr:
-            if self.inner_lr != fitted:
+            if inner_lr != fitted:
                 raise ValueError(
-                    f"inner_lr={self.inner_lr} cannot change the step sizes that "
+                    f"inner_lr={self.inner_lr!r} cannot change the step sizes that "
                     f"fit learned (learn_inner_lr=True, starting from "
                     f"inner_lr={fitted}); set inner_lr back to {fitted}, or fit "
                     "again to learn from the new value"
                 )
             yield module
             return
-        module.inner_lr = float(self.inner_lr)
+        module.inner_lr = inner_lr
         try:
             yield module
         finally:
@@ -510,7 +528,7 @@ class MAMLFeatureExtractor(
             raise ValueError(
                 f"adaptation diverged: the weights became non-finite within "
                 f"{n_steps} steps; lower adapt_steps or inner_lr (now "
-                f"{self.inner_lr}){hint}"
+                f"{self._inner_lr(self._regression)}){hint}"
             )
         body = copy.deepcopy(module.body)
         body.load_state_dict(

@@ -1,4 +1,4 @@
-"""The default backbone and the meta learning-rate schedule."""
+"""The defaults: the backbone, the meta learning-rate schedule, MAML's inner rate."""
 
 import math
 
@@ -95,3 +95,43 @@ def test_unknown_schedule_is_refused_before_training():
     with pytest.raises(ValueError, match="meta_lr_schedule"):
         clf.fit(X, y)
     assert not hasattr(clf, "net_")
+
+
+def test_auto_inner_lr_depends_on_the_task():
+    """MAML's inner_lr="auto" steps at 0.4 on classes, 0.1 on regression targets."""
+    X, y = _rows()
+    classifier = MAMLFeatureExtractor(**SMALL, max_epochs=1).fit(X, y)
+    assert classifier.module_.inner_lr == 0.4
+    groups = np.repeat(np.arange(6), 5)
+    regressor = MAMLFeatureExtractor(**SMALL, max_epochs=1)
+    regressor.fit(X, y + np.linspace(0, 0.5, len(y)), groups=groups)
+    assert regressor.module_.inner_lr == 0.1
+    assert classifier.get_params()["inner_lr"] == "auto"
+
+
+def test_auto_inner_lr_adapts_as_its_value_does():
+    X, y = _rows()
+    maml = MAMLFeatureExtractor(**SMALL, max_epochs=1).fit(X, y)
+    # The adapted head's probabilities show the step size the adaptation took.
+    auto = maml.partial_fit(X[:12], y[:12]).predict_proba(X)
+    maml.reset_adaptation()
+    explicit = maml.set_params(inner_lr=0.4).partial_fit(X[:12], y[:12])
+    np.testing.assert_array_equal(auto, explicit.predict_proba(X))
+    maml.reset_adaptation()
+    other = maml.set_params(inner_lr=0.1).partial_fit(X[:12], y[:12])
+    assert not np.allclose(auto, other.predict_proba(X))
+
+
+def test_learned_inner_lr_accepts_auto_and_refuses_another_value():
+    X, y = _rows()
+    maml = MAMLFeatureExtractor(**SMALL, max_epochs=1, learn_inner_lr=True).fit(X, y)
+    maml.partial_fit(X[:12], y[:12])
+    maml.reset_adaptation()
+    with pytest.raises(ValueError, match="set inner_lr back to 0.4"):
+        maml.set_params(inner_lr=0.3).partial_fit(X[:12], y[:12])
+
+
+def test_unknown_inner_lr_string_is_refused():
+    X, y = _rows()
+    with pytest.raises(ValueError, match="inner_lr"):
+        MAMLFeatureExtractor(**SMALL, inner_lr="fast").fit(X, y)

@@ -352,10 +352,9 @@ class Conv4(nn.Module):
     def to_channels_last(self) -> Conv4:
         """Store weights and run convolutions in the channels-last memory layout.
 
-        The numbers are the same up to rounding; training the prototypical
-        network on a CPU measured about 1.25x faster in this layout (not so
-        MAML's functional passes, which keep the default layout). Not
-        measured on a GPU, where the estimators keep the default layout.
+        The numbers are the same up to rounding. The prototypical network
+        trains faster this way on a CPU; MAML's functional passes do not, and
+        GPUs keep the default layout (docs/concepts.md, Memory layout).
         """
         self.to(memory_format=torch.channels_last)
         self.channels_last = True

@@ -135,3 +135,11 @@ def test_unknown_inner_lr_string_is_refused():
     X, y = _rows()
     with pytest.raises(ValueError, match="inner_lr"):
         MAMLFeatureExtractor(**SMALL, inner_lr="fast").fit(X, y)
+
+
+def test_divergence_hint_spells_out_auto_inner_lr():
+    """fit fails before it knows the task type, so the hint names both values."""
+    X, y = _rows()
+    maml = MAMLFeatureExtractor(**{**SMALL, "meta_lr": 1e12}, max_epochs=2)
+    with pytest.raises(ValueError, match="inner_lr \\(now 'auto': 0.4 for classif"):
+        maml.fit(X * 1e6, y)

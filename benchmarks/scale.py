@@ -10,7 +10,10 @@ Prints one JSON line with:
   their ratio, and the peak resident memory and its growth during ``fit``
   beyond what the process held with the data loaded. Each size runs in a fresh process.
 - ``transform``: images per second of ``transform`` and of a plain float32
-  ``eval()`` forward of the same network on the same images, alternated.
+  ``eval()`` forward of the same network on the same images in the same
+  chunks, alternated.
+- ``chunks``: milliseconds an image of an ``eval()`` forward of the Conv4
+  backbones on 28x28 and 3x84x84 images, by chunk size, the library's first.
 - ``evaluation``: seconds of ``evaluate_few_shot`` over 1000 5-way 1-shot
   episodes against one ``transform`` of the samples they draw.
 - ``memmap``: a 30,000 x 3 x 84 x 84 uint8 ``np.memmap`` fitted (stride-2
@@ -147,6 +150,7 @@ def _throughput_case(n_samples: int, repeats: int) -> dict:
     import torch
 
     from sklearn_meta import MetaMetricClassifier
+    from sklearn_meta._data import Samples
     from sklearn_meta.datasets import make_glyph_tasks
 
     torch.set_num_threads(THREADS)
@@ -161,11 +165,14 @@ def _throughput_case(n_samples: int, repeats: int) -> dict:
     ).fit(X, y)
     backbone = clf.module_.backbone.eval()
     images = torch.as_tensor(X)
+    # The chunks transform uses: the reference measures the data path's
+    # overhead, not the choice of chunk size.
+    chunk_size = Samples(X).chunk_size
 
     def plain():
         with torch.no_grad():
-            for start in range(0, len(images), 1024):
-                backbone(images[start : start + 1024])
+            for start in range(0, len(images), chunk_size):
+                backbone(images[start : start + chunk_size])
 
     timings = {"transform": [], "plain": []}
     for _ in range(repeats):
@@ -180,6 +187,55 @@ def _throughput_case(n_samples: int, repeats: int) -> dict:
         "plain_images_per_s": round(n_samples / best["plain"]),
         "transform_over_plain": round(best["transform"] / best["plain"], 2),
     }
+
+
+def _chunk_case() -> dict:
+    """Milliseconds an image of an eval() forward, by chunk size and network.
+
+    The library's chunk (``Samples.chunk_size``) is the first size listed.
+    """
+    import torch
+
+    from sklearn_meta._data import Samples
+    from sklearn_meta.nn.backbones import make_backbone
+
+    torch.set_num_threads(THREADS)
+    torch.manual_seed(0)
+    result = []
+    for kind, shape, n_samples in (
+        ("conv4_strided", (1, 28, 28), 4096),
+        ("conv4", (1, 28, 28), 2048),
+        ("conv4", (3, 84, 84), 256),
+    ):
+        backbone = make_backbone(kind, shape).eval()
+        images = torch.rand(n_samples, *shape)
+        chosen = Samples(images.numpy()).chunk_size
+        sizes = dict.fromkeys(
+            min(size, n_samples) for size in (chosen, 1024, 256, 64, 16, 8)
+        )
+        best = dict.fromkeys(sizes, float("inf"))
+        with torch.no_grad():
+            # Two rounds, the best of each size: the first pass of a size
+            # also pays for its allocations.
+            for _ in range(2):
+                for chunk_size in sizes:
+                    start = time.perf_counter()
+                    for first in range(0, n_samples, chunk_size):
+                        backbone(images[first : first + chunk_size])
+                    elapsed = time.perf_counter() - start
+                    best[chunk_size] = min(best[chunk_size], elapsed)
+        milliseconds = {
+            size: round(1000 * seconds / n_samples, 3) for size, seconds in best.items()
+        }
+        result.append(
+            {
+                "backbone": kind,
+                "shape": list(shape),
+                "chunk_size": chosen,
+                "ms_per_image": milliseconds,
+            }
+        )
+    return result
 
 
 def _evaluation_case(n_samples: int) -> dict:
@@ -288,6 +344,7 @@ def main() -> None:
         cases = {
             "fit": lambda: _fit_case(values[0], int(values[1]), int(values[2])),
             "throughput": lambda: _throughput_case(int(values[0]), 3),
+            "chunks": _chunk_case,
             "evaluation": lambda: _evaluation_case(int(values[0])),
             "memmap": lambda: _memmap_case(int(values[0])),
             "write_memmap": lambda: _write_memmap(values[0], int(values[1])),
@@ -305,6 +362,7 @@ def main() -> None:
         "fit": [_in_fresh_process("fit", "images", n, episodes) for n in images]
         + [_in_fresh_process("fit", "rows", n, episodes) for n in rows],
         "transform": _in_fresh_process("throughput", 2_000 if args.quick else 10_000),
+        "chunks": _in_fresh_process("chunks"),
         "evaluation": [
             _in_fresh_process("evaluation", n)
             for n in ((2_000,) if args.quick else (2_000, 20_000))

@@ -9,9 +9,11 @@ import textwrap
 
 import numpy as np
 import pytest
+import torch
 from numpy.testing import assert_allclose, assert_array_equal
 
 from sklearn_meta import LEOTransformer, MAMLFeatureExtractor, MetaMetricClassifier
+from sklearn_meta._data import Samples
 from sklearn_meta.datasets import make_glyph_tasks
 
 DEVICE = os.environ.get("SKLEARN_META_TEST_DEVICE", "cpu")
@@ -97,6 +99,28 @@ def test_training_prototypes_are_class_means_of_the_embeddings():
     embeddings = estimator.transform(X)
     expected = np.stack([embeddings[y == c].mean(axis=0) for c in range(6)])
     assert_allclose(estimator.prototypes_, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "sample_shape, chunk_size",
+    [
+        ((10,), 1024),  # rows: CHUNK_SIZE
+        ((5000,), 209),  # wide rows: bounded by values
+        ((1, 28, 28), 83),  # small images: bounded by positions
+        ((3, 84, 84), 9),  # channels do not count towards positions
+        ((256, 8, 8), 64),  # many channels: bounded by values
+    ],
+)
+def test_inference_chunks_bound_positions_and_values(sample_shape, chunk_size):
+    """Chunks hold at most CHUNK_SIZE samples, CHUNK_VALUES values, CHUNK_POSITIONS pixels."""
+    data = np.arange(200 * np.prod(sample_shape), dtype=np.float32)
+    samples = Samples(data.reshape(200, *sample_shape))
+    assert samples.chunk_size == chunk_size
+    chunks = list(samples.chunks(torch.device("cpu")))
+    assert [len(chunk) for chunk in chunks[:-1]] == [min(chunk_size, 200)] * (
+        len(chunks) - 1
+    )
+    assert_array_equal(torch.cat(chunks).numpy(), samples.data)
 
 
 MEMMAP_SCRIPT = textwrap.dedent(

@@ -189,7 +189,7 @@ def _throughput_case(n_samples: int, repeats: int) -> dict:
     }
 
 
-def _chunk_case() -> dict:
+def _chunk_case() -> list[dict]:
     """Milliseconds an image of an eval() forward, by chunk size and network.
 
     The library's chunk (``Samples.chunk_size``) is the first size listed.

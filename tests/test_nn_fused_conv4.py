@@ -1,4 +1,4 @@
-"""Tests of Conv4's fused once-differentiable blocks (sklearn_meta/nn/_fused_conv4.py)."""
+"""Tests of Conv4's fused blocks (sklearn_meta/nn/_fused_conv4.py)."""
 
 import pytest
 import torch
@@ -27,7 +27,7 @@ def value_and_gradients(forward, params, x):
 
 @pytest.mark.parametrize("input_shape", [(1, 9, 9), (3, 10, 11)])
 def test_fused_forward_matches_the_native_body(input_shape):
-    """Value and gradients of the fused blocks equal the body's own layers, on
+    """Value and gradients of the fused pass equal the body's own layers, on
     grey and colour images, with odd sizes (the pool drops a row and column),
     flat regions (ties) and a negative BatchNorm scale (the pool takes minima)."""
     torch.manual_seed(0)
@@ -41,10 +41,53 @@ def test_fused_forward_matches_the_native_body(input_shape):
     native = value_and_gradients(
         lambda p, x: torch.func.functional_call(body, p, (x,)), params, x
     )
-    fused = value_and_gradients(body.forward_differentiated_once, params, x)
+    fused = value_and_gradients(body.fused_forward, params, x)
     assert_allclose(fused[0], native[0], atol=1e-12)
     for actual, expected in zip(fused[1], native[1], strict=True):
         assert_allclose(actual, expected, atol=1e-10)
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_twice_differentiated_pass_matches_the_native_body(bias):
+    """A fused pass inside torch.func.grad (a support pass of second-order
+    MAML): its gradient, and the derivative of that gradient, equal the
+    native layers', with and without convolution bias,
+    a negative BatchNorm scale and ties in the pool."""
+    torch.manual_seed(0)
+    body = Conv4((2, 9, 9), hidden_channels=4, n_blocks=2, out_features=5).double()
+    if not bias:
+        body.blocks[0][0].bias = None
+    with torch.no_grad():
+        body.blocks[0][1].weight[1] = -0.5
+    params = dict(body.named_parameters())
+    x = torch.randn(6, 2, 9, 9, dtype=torch.float64)
+    x[:, :, :4, :4] = 0.5
+    target = torch.randn(6, 5, dtype=torch.float64)
+    cotangents = {n: torch.randn_like(p) for n, p in params.items()}
+
+    def second_derivative(forward):
+        def loss(p):
+            return ((forward(p, x) - target) ** 2).sum()
+
+        grads = torch.func.grad(loss)(params)
+        inner = sum((grads[n] * cotangents[n]).sum() for n in grads)
+        return grads, torch.autograd.grad(inner, list(params.values()))
+
+    native = second_derivative(lambda p, x: torch.func.functional_call(body, p, (x,)))
+    fused = second_derivative(body.fused_forward)
+    for name in params:
+        assert_allclose(fused[0][name].detach(), native[0][name].detach(), atol=1e-10)
+    for actual, expected in zip(fused[1], native[1], strict=True):
+        assert_allclose(actual, expected, atol=1e-9)
+
+
+def test_nothing_is_fused_beyond_three_channels():
+    """With more than three input channels the fused block does not apply
+    (None: the caller runs the native layers)."""
+    torch.manual_seed(0)
+    body = Conv4((4, 9, 9), hidden_channels=4, n_blocks=2).double()
+    x = torch.randn(3, 4, 9, 9, dtype=torch.float64)
+    assert body.fused_forward(dict(body.named_parameters()), x) is None
 
 
 @pytest.mark.parametrize("images_per_chunk", [None, 1, 5, 12])
@@ -74,8 +117,8 @@ def test_grey_block_is_the_same_however_it_is_chunked(images_per_chunk, monkeypa
 @pytest.mark.parametrize("first_order", [False, True])
 @pytest.mark.parametrize("inner_params", ["all", "head"])
 def test_meta_gradient_is_the_same_with_kernels_on_and_off(first_order, inner_params):
-    """MAML's meta-gradient through the fused query passes equals the one
-    through the native layers, where pooling is delicate."""
+    """MAML's meta-gradient through the fused passes (support and query)
+    equals the one through the native layers, where pooling is delicate."""
     torch.manual_seed(0)
     body = Conv4((2, 10, 10), hidden_channels=6, n_blocks=3)
     model = MAML(
@@ -123,4 +166,4 @@ def test_kernels_stay_out_where_they_do_not_reproduce_the_body():
     body.train()
     assert _fused_conv4.can_fuse(body, x)
     body.fused = False
-    assert body.forward_differentiated_once(dict(body.named_parameters()), x) is None
+    assert body.fused_forward(dict(body.named_parameters()), x) is None

@@ -1,4 +1,4 @@
-"""Fused Conv4 blocks: the passes of a max-pool Conv4 that are differentiated once.
+"""A fused first block for a max-pool Conv4 on grey images.
 
 Two functions are the interface, used by :class:`~sklearn_meta.nn.backbones.Conv4`
 only: :func:`can_fuse` and :func:`fused_forward`.
@@ -15,29 +15,30 @@ from torch import nn
 from torch.autograd.function import once_differentiable
 
 # ----------------------------------------------------------------------
-# Fused Conv4 block for the passes that are differentiated only once
+# The first block of a Conv4 on grey images, fused
 #
-# Second-order MAML differentiates the support passes twice, but the query
-# passes (and, in first order, everything) only once. For those, one
-# autograd node per Conv4 block (3x3 convolution, batch-statistics
-# BatchNorm, ReLU, 2x2 max-pool) computes the same numbers with far fewer
-# full-resolution passes, measured on a CPU where they dominate:
+# Its full-resolution tensors are the largest of a MAML task's graph. One
+# autograd node (3x3 convolution, batch-statistics BatchNorm, ReLU, 2x2
+# max-pool) computes the same numbers with far fewer full-resolution passes
+# and keeps far less:
 #
-# - channels-last layout: the native NCHW max-pool was the costliest
-#   element-wise kernel of the reference (about 15x slower than in
-#   channels-last);
+# - the convolution is a matrix product over 3x3 patches (oneDNN's weight
+#   gradient was several times slower there), so BatchNorm's statistics follow from the
+#   patches' covariance;
 # - the pool is taken on the convolution output: BatchNorm is a per-channel
 #   affine map and ReLU is monotone, so they commute with the max (a channel
 #   with a negative scale pools the minimum instead) and then run on a
 #   quarter of the elements; ties go to the same element as in max_pool2d;
+#   the pool runs in channels-last layout (the native NCHW max-pool was
+#   much slower);
 # - the backward pass is written out: BatchNorm's input gradient is an affine
 #   map of z plus the pooled gradient routed to the winners;
-# - with very few input channels (grey images) the convolution is a matrix
-#   product over patches (oneDNN's weight gradient was 7x slower there) and
-#   no full-resolution tensor of all images is made (``_GreyConvBlock``).
+# - the second derivative (MAML's support passes) recomputes the block in
+#   differentiable operations when the outer backward reaches it, instead of
+#   keeping the native layers' tensors through the whole inner loop.
 #
-# The support passes run under torch.func.grad, which old-style autograd
-# Functions cannot enter, so only the plain-autograd query passes use them.
+# The later blocks work on a quarter of the pixels and fewer; fused too
+# (an earlier version), they bought little time and no memory.
 
 _CHANNELS_LAST = torch.channels_last
 
@@ -64,12 +65,6 @@ def _few_channels(x: torch.Tensor) -> bool:
     return x.shape[1] * 9 <= 32
 
 
-def _conv_backward(grad, x, weight, mask):
-    return torch.ops.aten.convolution_backward(
-        grad, x, weight, None, [1, 1], [1, 1], [1, 1], False, [0, 0], 1, mask
-    )
-
-
 def _pool(
     centred: torch.Tensor, scale: torch.Tensor, shape: tuple[int, int, int, int]
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -88,101 +83,129 @@ def _pool(
     return picked, index
 
 
-class _ConvBlock(torch.autograd.Function):
-    """``max_pool2d(relu(batch_norm(conv2d(x, padding=1))), 2)``, fused.
-
-    Output in channels-last layout. Once differentiable.
-    """
-
-    @staticmethod
-    def forward(ctx, x, weight, bias, gamma, beta, eps):
-        n, _, h, w = x.shape
-        c = weight.shape[0]
-        saved_input = x.contiguous(memory_format=_CHANNELS_LAST)
-        z = F.conv2d(saved_input, weight, bias, padding=1)
-        z = z.contiguous(memory_format=_CHANNELS_LAST)
-        rows = _rows(z)
-        count = rows.shape[0]
-        # Column sums as matrix products: much faster than sum(dim=0) here.
-        ones = rows.new_ones(1, count)
-        mean = ones @ rows / count
-        # Everything after works on z - mean, as native BatchNorm does: an
-        # affine map of z itself loses float32 digits to cancellation when
-        # the mean is large against the spread.
-        centred = rows - mean
-        # z itself is not needed any more: its memory takes the squares.
-        var = ones @ torch.mul(centred, centred, out=rows) / count
-        del z, rows
-        invstd = torch.rsqrt(var + eps)
-        scale = gamma * invstd
-        picked, _ = _pool(centred, scale, (n, c, h, w))
-        out = torch.addcmul(beta, picked, scale).relu_()
-        ctx.has_bias = bias is not None
-        ctx.z_shape = (n, c, h, w)
-        # The pool's winners and indices are recomputed in backward (one cheap
-        # pass) rather than kept: a quarter of the graph's memory.
-        ctx.save_for_backward(saved_input, weight, bias, centred, out, invstd, scale)
-        return _from_rows(out, n, h // 2, w // 2)
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_out):
-        saved_input, weight, bias, centred, out, invstd, scale = ctx.saved_tensors
-        picked, index = _pool(centred, scale, ctx.z_shape)
-        grad, k0, k1, *affine_grads = _batch_norm_backward_terms(
-            grad_out, out, picked, centred.shape[0], invstd, scale
-        )
-        grad_z = _grad_z(grad, scale, centred, k0, k1, index, ctx.z_shape)
-        needs = ctx.needs_input_grad
-        grad_x, grad_weight, _ = _conv_backward(
-            grad_z, saved_input, weight, [needs[0], needs[1], False]
-        )
-        grad_bias = None
-        if ctx.has_bias and needs[2]:
-            rows = _rows(grad_z)
-            grad_bias = (rows.new_ones(1, rows.shape[0]) @ rows).view(-1)
-        return (grad_x, grad_weight, grad_bias, *affine_grads, None)
-
-
-class _GreyConvBlock(torch.autograd.Function):
-    """:class:`_ConvBlock` on an input of very few channels (grey images)
-    that needs no gradient: the first block of a Conv4.
+class _GreyBlock(torch.autograd.Function):
+    """``max_pool2d(relu(batch_norm(conv2d(x, padding=1))), 2)``, fused, on
+    an input of very few channels (grey images) that needs no gradient: the
+    first block of a Conv4. Output in channels-last layout.
 
     Its full-resolution tensors were the largest of a task's graph, so none
     is made for all images at once. The convolution is a product of 3x3
     patches (9 columns) with the weights, so BatchNorm's mean and variance
     follow from the patches' mean and covariance; then z - mean is made,
     pooled and dropped a chunk of images at a time, in backward again
-    (oneDNN's weight gradient was also 7x slower than this product there).
+    (oneDNN's weight gradient was also slower than this product there).
+
+    Twice differentiable, also inside :func:`torch.func.grad` (hence the
+    ``setup_context`` form): MAML's support passes, whose gradient the outer
+    backward differentiates again, keep only this block's small inputs and
+    pooled output through the inner loop instead of the native layers'
+    full-resolution tensors. The first output is the block's; the others
+    are what its backward needs.
     """
 
     @staticmethod
-    def forward(ctx, x, weight, bias, gamma, beta, eps):
-        out, saved = _grey_block_forward(x, weight, gamma, beta, eps)
-        ctx.has_bias = bias is not None
-        ctx.z_shape = (x.shape[0], weight.shape[0], *x.shape[2:])
-        ctx.save_for_backward(*saved)
-        return out
+    def forward(x, weight, bias, gamma, beta, eps):
+        out, (centred_patches, _, _, invstd, scale) = _grey_block_forward(
+            x, weight, gamma, beta, eps
+        )
+        return out, centred_patches, invstd, scale
 
     @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_out):
-        grad_weight, grad_bias, grad_gamma, grad_beta = _grey_block_gradients(
-            grad_out, ctx.saved_tensors, ctx.z_shape, ctx.has_bias
+    def setup_context(ctx, inputs, output):
+        x, weight, bias, gamma, beta, ctx.eps = inputs
+        ctx.mark_non_differentiable(*output[1:])
+        ctx.save_for_backward(x, weight, bias, gamma, beta, *output)
+
+    @staticmethod
+    def backward(ctx, grad_out, *_):
+        x, weight, bias, gamma, beta, *saved = ctx.saved_tensors
+        grad_weight, grad_bias, grad_gamma, grad_beta = _GreyBlockGradient.apply(
+            grad_out, x, weight, bias, gamma, beta, ctx.eps, *saved
         )
         needs = ctx.needs_input_grad
         return (
             None,
             grad_weight if needs[1] else None,
-            grad_bias if needs[2] else None,
+            grad_bias if needs[2] and bias is not None else None,
             grad_gamma,
             grad_beta,
             None,
         )
 
 
+class _GreyBlockGradient(torch.autograd.Function):
+    """:class:`_GreyBlock`'s parameter gradients as a function of
+    ``grad_out`` and the parameters: fused in forward; in backward (the
+    second derivative) the block is recomputed in differentiable operations
+    (:func:`_recomputed_grey_block`) and differentiated twice."""
+
+    @staticmethod
+    def forward(grad_out, x, weight, bias, gamma, beta, eps, out, *saved):
+        centred_patches, invstd, scale = saved
+        z_shape = (x.shape[0], weight.shape[0], *x.shape[2:])
+        grad_weight, grad_bias, grad_gamma, grad_beta = _grey_block_gradients(
+            grad_out,
+            (centred_patches, weight, _rows(out), invstd, scale),
+            z_shape,
+            bias is not None,
+        )
+        if grad_bias is None:
+            # A Function's outputs are tensors; the caller drops this one.
+            grad_bias = gamma.new_zeros(())
+        return grad_weight, grad_bias, grad_gamma, grad_beta
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        grad_out, x, weight, bias, gamma, beta, ctx.eps, *_ = inputs
+        ctx.save_for_backward(grad_out, x, weight, bias, gamma, beta)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, *cotangents):
+        grad_out, x, weight, bias, gamma, beta = ctx.saved_tensors
+        with torch.enable_grad():
+            inputs = [grad_out, weight, bias, gamma, beta]
+            inputs = [
+                None if t is None else t.detach().requires_grad_() for t in inputs
+            ]
+            grad_out, *parameters = inputs
+            out = _recomputed_grey_block(x, *parameters, ctx.eps)
+            used = [i for i, p in enumerate(parameters) if p is not None]
+            grads = torch.autograd.grad(
+                out, [parameters[i] for i in used], grad_out, create_graph=True
+            )
+            # beta enters the gradients only through ReLU's mask: no derivative.
+            second = torch.autograd.grad(
+                grads,
+                [grad_out, *(parameters[i] for i in used)],
+                [cotangents[i] for i in used],
+                allow_unused=True,
+            )
+        grad_parameters = [None] * 4
+        for i, grad in zip(used, second[1:], strict=True):
+            grad_parameters[i] = grad
+        return second[0], None, *grad_parameters, None, None, None, None, None
+
+
+def _recomputed_grey_block(x, weight, bias, gamma, beta, eps):
+    """:class:`_GreyBlock`'s output in differentiable operations: the
+    convolution as a product of patches (as in the fused block), BatchNorm
+    and ReLU on the pool's winners only, picked with ``gather``."""
+    n, _, h, w = x.shape
+    rows = _patches(x) @ weight.reshape(weight.shape[0], -1).T
+    z = _from_rows(rows if bias is None else rows + bias, n, h, w)
+    mean = z.mean(dim=(0, 2, 3), keepdim=True)
+    centred = z - mean
+    var = (centred * centred).mean(dim=(0, 2, 3), keepdim=True)
+    scale = gamma.view(1, -1, 1, 1) * torch.rsqrt(var + eps)
+    with torch.no_grad():
+        _, index = F.max_pool2d(centred * scale, 2, return_indices=True)
+    picked = centred.flatten(2).gather(2, index.flatten(2)).view(index.shape)
+    return F.relu(picked * scale + beta.view(1, -1, 1, 1))
+
+
 def _grey_block_forward(x, weight, gamma, beta, eps):
-    """:class:`_GreyConvBlock`'s output and the tensors its backward needs.
+    """:class:`_GreyBlock`'s output and the tensors its backward needs.
 
     The convolution's bias does not enter: BatchNorm subtracts it again.
     """
@@ -207,7 +230,7 @@ def _grey_block_forward(x, weight, gamma, beta, eps):
 
 
 def _grey_block_gradients(grad_out, saved, z_shape, has_bias):
-    """Gradients of :class:`_GreyConvBlock`'s weight, bias (None without
+    """Gradients of :class:`_GreyBlock`'s weight, bias (None without
     one), gamma and beta, from what :func:`_grey_block_forward` saved."""
     centred_patches, weight, out, invstd, scale = saved
     c = weight.shape[0]
@@ -242,7 +265,7 @@ class _GreyChunk(NamedTuple):
     z_shape: tuple[int, int, int, int]
 
 
-# Full-resolution elements per chunk of _GreyConvBlock (2 MiB in float32):
+# Full-resolution elements per chunk of _GreyBlock (2 MiB in float32):
 # below that the peak memory of a Conv4 MAML task stopped falling.
 _CHUNK_ELEMENTS = 1 << 19
 
@@ -334,24 +357,27 @@ def _fusable_conv4(body: nn.Module) -> bool:
     return True
 
 
-def fused_forward(body: nn.Module, params: dict, x: torch.Tensor) -> torch.Tensor:
-    """``body(x)`` with the parameters ``params`` (by name), through fused
-    once-differentiable blocks."""
+def fused_forward(
+    body: nn.Module, params: dict, x: torch.Tensor
+) -> torch.Tensor | None:
+    """``body(x)`` with the parameters ``params`` (by name), its first block
+    fused (:class:`_GreyBlock`); None where ``x`` is not grey images without
+    gradient. Twice differentiable, also inside :func:`torch.func.grad`."""
     x = x.reshape(x.shape[0], *body.input_shape)
+    if not _few_channels(x) or x.requires_grad:
+        return None
     for index, block in enumerate(body.blocks):
-        conv, norm = block[0], block[1]
         prefix = f"blocks.{index}"
-        block_params = (
-            params[f"{prefix}.0.weight"],
-            params.get(f"{prefix}.0.bias") if conv.bias is not None else None,
-            params[f"{prefix}.1.weight"],
-            params[f"{prefix}.1.bias"],
-            norm.eps,
-        )
-        if _few_channels(x) and not x.requires_grad:
-            x = _GreyConvBlock.apply(x, *block_params)
+        weight = params[f"{prefix}.0.weight"]
+        bias = params.get(f"{prefix}.0.bias") if block[0].bias is not None else None
+        gamma, beta = params[f"{prefix}.1.weight"], params[f"{prefix}.1.bias"]
+        eps = block[1].eps
+        if index == 0:
+            x = _GreyBlock.apply(x, weight, bias, gamma, beta, eps)[0]
         else:
-            x = _ConvBlock.apply(x, *block_params)
+            z = F.conv2d(x, weight, bias, padding=1)
+            z = F.batch_norm(z, None, None, gamma, beta, training=True, eps=eps)
+            x = F.max_pool2d(F.relu(z), 2)
     features = x.flatten(1)
     if body.projection is not None:
         features = F.linear(

@@ -297,8 +297,8 @@ class Conv4(nn.Module):
     Attributes
     ----------
     fused : bool
-        Whether :meth:`forward_differentiated_once` may use the fused
-        blocks (True); False runs the native layers, to compare.
+        Whether :meth:`fused_forward` may use the fused
+        first block (True); False runs the native layers, to compare.
     """
 
     def __init__(
@@ -360,15 +360,16 @@ class Conv4(nn.Module):
         self.channels_last = True
         return self
 
-    def forward_differentiated_once(
+    def fused_forward(
         self, params: dict[str, torch.Tensor], x: torch.Tensor
     ) -> torch.Tensor | None:
-        """``self(x)`` with ``params``, for a result differentiated at most once.
+        """``self(x)`` with ``params``, the first block fused where it applies.
 
-        On a CPU, for the max-pool layout normalising with batch statistics,
-        each block is one fused autograd node (``nn/_fused_conv4.py``): fewer
-        full-resolution passes and about half the memory of the native
-        layers. MAML calls this for its query passes.
+        On a CPU, for the max-pool layout normalising with batch statistics
+        and grey images, the first block is one fused autograd node
+        (``nn/_fused_conv4.py``): fewer full-resolution passes and a much
+        smaller graph than the native layers; twice differentiable, also
+        inside :func:`torch.func.grad`. MAML calls this for every pass.
 
         Parameters
         ----------
@@ -381,9 +382,10 @@ class Conv4(nn.Module):
         Returns
         -------
         features : torch.Tensor of shape (n, out_features) or None
-            The embedding, or None where the fused blocks do not apply (other
-            layouts, calibrated statistics in eval mode, under ``vmap``, or
-            ``fused`` set to False): then run the module itself.
+            The embedding, or None where the fused block does not apply
+            (other layouts, more than three channels, calibrated statistics
+            in eval mode, under ``vmap``, or ``fused`` set to False): then
+            run the module itself.
         """
         from . import _fused_conv4
 

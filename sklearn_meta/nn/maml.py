@@ -256,14 +256,11 @@ class MAML(nn.Module):
             buffers = {n: b.clone() for n, b in buffers.items()}
         return buffers
 
-    def _embed(
-        self, params: Params, buffers: Params, x: torch.Tensor, once: bool = False
-    ) -> torch.Tensor:
-        """The body's embedding; ``once=True`` promises that it is
-        differentiated at most once, which a body may use to run faster."""
+    def _embed(self, params: Params, buffers: Params, x: torch.Tensor) -> torch.Tensor:
+        """The body's embedding, through its fused kernels where it has some."""
         body = {n[len("body.") :]: p for n, p in params.items() if n[:5] == "body."}
-        if once and hasattr(self.body, "forward_differentiated_once"):
-            embedding = self.body.forward_differentiated_once(body, x)
+        if hasattr(self.body, "fused_forward"):
+            embedding = self.body.fused_forward(body, x)
             if embedding is not None:
                 return embedding
         return functional_forward(self.body, body, buffers, x)
@@ -335,7 +332,7 @@ class MAML(nn.Module):
             # The body is not adapted: its support embedding is computed once,
             # and only second order differentiates through it twice.
             with torch.set_grad_enabled(torch.is_grad_enabled() and mode == "second"):
-                embedding = self._embed(start, buffers, support_x, once=True)
+                embedding = self._embed(start, buffers, support_x)
 
             def support_loss(adapted: Params, buffers: Params) -> torch.Tensor:
                 return self._loss(self._head(adapted, embedding), support_y)
@@ -431,7 +428,7 @@ class MAML(nn.Module):
                 penalty = penalty + (init[name] * direction).sum()
             penalty = penalty - penalty.detach()
             params = {n: p.detach() for n, p in params.items()}
-        output = self._head(params, self._embed(params, buffers, query_x, once=True))
+        output = self._head(params, self._embed(params, buffers, query_x))
         return output, penalty
 
     # -- meta-batches -----------------------------------------------------------

@@ -49,7 +49,12 @@ from ._net import (
     augment_samples,
 )
 from .model_selection import evaluate_few_shot
-from .nn.backbones import batch_statistics, calibrate_batch_norm, inference_forward
+from .nn.backbones import (
+    batch_statistics,
+    calibrate_batch_norm,
+    inference_forward,
+    make_backbone,
+)
 from .nn.losses import EpisodeLoss
 from .tasks import TaskCollection, training_and_validation_samplers
 
@@ -440,6 +445,20 @@ class MetaLearnerBase(AdaptationMixin, BaseEstimator):
         # The validation split holds the pool: a pickled estimator keeps no X.
         net.train_split = None
         return net
+
+    def _new_backbone(self) -> torch.nn.Module:
+        """The backbone a fit trains: built from its name, or a copy of the
+        user's module (never trained in place: refits and clones must start
+        from the same weights)."""
+        backbone = make_backbone(
+            self.backbone,
+            self.input_shape_,
+            self.hidden_layer_sizes,
+            self.embedding_dim,
+        )
+        if isinstance(self.backbone, torch.nn.Module):
+            backbone = copy.deepcopy(backbone)
+        return backbone
 
     def _untrained_net(self, build_module: Callable, regression: bool = False):
         """An initialised but not meta-trained net, for partial_fit before fit."""

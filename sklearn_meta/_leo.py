@@ -26,7 +26,7 @@ from ._base import (
 )
 from ._compat import Interval, StrOptions, _fit_context
 from ._data import CHUNK_SIZE, Samples
-from .nn.backbones import embedding_size, make_backbone
+from .nn.backbones import embedding_size
 from .nn.leo import LEO, LEOState
 from .nn.leo_network import LEONetwork
 from .tasks import TaskCollection
@@ -335,16 +335,7 @@ class LEOTransformer(
         backbone = None
         in_features = self.n_features_in_
         if self.backbone is not None:
-            backbone = make_backbone(
-                self.backbone,
-                self.input_shape_,
-                self.hidden_layer_sizes,
-                self.embedding_dim,
-            )
-            if isinstance(self.backbone, torch.nn.Module):
-                # A user's module is reused, never trained in place: refits and
-                # clones must start from the same weights.
-                backbone = copy.deepcopy(backbone)
+            backbone = self._new_backbone()
             in_features = embedding_size(backbone, self.input_shape_)
         leo = LEO(
             in_features,

@@ -25,7 +25,6 @@ from .nn.backbones import (
     batch_statistics,
     calibrate_batch_norm,
     embedding_size,
-    make_backbone,
 )
 from .nn.executors import AutoExecutor
 from .nn.losses import episode_scores
@@ -316,14 +315,7 @@ class MAMLFeatureExtractor(
     # -- building --------------------------------------------------------------
 
     def _build_module(self, regression: bool) -> MAML:
-        body = make_backbone(
-            self.backbone,
-            self.input_shape_,
-            self.hidden_layer_sizes,
-            self.embedding_dim,
-        )
-        if isinstance(self.backbone, torch.nn.Module):
-            body = copy.deepcopy(body)
+        body = self._new_backbone()
         # MAML refuses the combinations that do not apply (reptile or imaml
         # with learn_inner_lr or ANIL, imaml with first_order) with a
         # ValueError naming them.

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from numbers import Integral, Real
 
@@ -25,7 +24,7 @@ from ._base import (
     resolve_device,
 )
 from ._compat import Interval, StrOptions, _fit_context
-from .nn.backbones import Conv4, embedding_size, make_backbone
+from .nn.backbones import Conv4, embedding_size
 from .nn.prototypes import PrototypicalNetwork, finetune
 
 
@@ -259,17 +258,12 @@ class MetaMetricClassifier(
     # -- building --------------------------------------------------------------
 
     def _build_module(self) -> PrototypicalNetwork:
-        backbone = make_backbone(
-            self.backbone,
-            self.input_shape_,
-            self.hidden_layer_sizes,
-            self.embedding_dim,
-        )
-        if isinstance(self.backbone, torch.nn.Module):
-            # A user's module is reused, never trained in place: refits and
-            # clones must start from the same weights.
-            backbone = copy.deepcopy(backbone)
-        elif isinstance(backbone, Conv4) and resolve_device(self.device).type == "cpu":
+        backbone = self._new_backbone()
+        if (
+            not isinstance(self.backbone, torch.nn.Module)
+            and isinstance(backbone, Conv4)
+            and resolve_device(self.device).type == "cpu"
+        ):
             # Faster on a CPU only (docs/concepts.md, Memory layout); GPUs keep
             # the default layout.
             backbone.to_channels_last()

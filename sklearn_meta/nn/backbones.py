@@ -477,6 +477,20 @@ def make_backbone(
     )
 
 
+def embed_episodes(
+    embed, support_x: torch.Tensor, query_x: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``embed`` of every support and query sample of a meta-batch in one
+    pass, split back into ``(n_tasks, n_support, -1)`` and
+    ``(n_tasks, n_query, -1)``."""
+    n_tasks, n_support = support_x.shape[:2]
+    features = embed(torch.cat([support_x.flatten(0, 1), query_x.flatten(0, 1)]))
+    return (
+        features[: n_tasks * n_support].view(n_tasks, n_support, -1),
+        features[n_tasks * n_support :].view(n_tasks, query_x.shape[1], -1),
+    )
+
+
 def embedding_size(backbone: nn.Module, input_shape: Sequence[int]) -> int:
     """Width of the embedding that ``backbone`` gives for one sample.
 

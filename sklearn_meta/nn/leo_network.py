@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .backbones import embed_episodes
 from .leo import LEO
 
 
@@ -52,21 +53,6 @@ class LEONetwork(nn.Module):
         """
         return x.flatten(1) if self.backbone is None else self.backbone(x)
 
-    def _features(
-        self, support_x: torch.Tensor, query_x: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.backbone is None:
-            return support_x.flatten(2), query_x.flatten(2)
-        n_tasks, n_support = support_x.shape[:2]
-        n_query = query_x.shape[1]
-        features = self.embed(
-            torch.cat([support_x.flatten(0, 1), query_x.flatten(0, 1)])
-        )
-        return (
-            features[: n_tasks * n_support].view(n_tasks, n_support, -1),
-            features[n_tasks * n_support :].view(n_tasks, n_query, -1),
-        )
-
     def forward(
         self, support_x: torch.Tensor, support_y: torch.Tensor, query_x: torch.Tensor
     ) -> torch.Tensor:
@@ -86,7 +72,7 @@ class LEONetwork(nn.Module):
         logits : torch.Tensor of shape (B, Q, n_classes)
             Query logits of the adapted classifiers.
         """
-        support_x, query_x = self._features(support_x, query_x)
+        support_x, query_x = embed_episodes(self.embed, support_x, query_x)
         return self.leo(support_x, support_y, query_x)
 
     def forward_with_penalty(
@@ -110,5 +96,5 @@ class LEONetwork(nn.Module):
         penalty : torch.Tensor of shape ()
             The core's weighted penalties, to add to the query loss.
         """
-        support_x, query_x = self._features(support_x, query_x)
+        support_x, query_x = embed_episodes(self.embed, support_x, query_x)
         return self.leo.forward_with_penalty(support_x, support_y, query_x)

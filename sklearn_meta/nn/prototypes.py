@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .backbones import embed_episodes
+
 METRICS = ("euclidean", "cosine", "mahalanobis")
 
 
@@ -184,13 +186,7 @@ class PrototypicalNetwork(nn.Module):
         logits : torch.Tensor of shape (B, Q, n_way)
             Logits of each query against its episode's prototypes.
         """
-        n_tasks, n_support = support_y.shape
-        n_query = query_x.shape[1]
-        # One backbone pass for all support and query samples of all tasks.
-        samples = torch.cat([support_x.flatten(0, 1), query_x.flatten(0, 1)])
-        embeddings = self.embed(samples)
-        support = embeddings[: n_tasks * n_support].view(n_tasks, n_support, -1)
-        queries = embeddings[n_tasks * n_support :].view(n_tasks, n_query, -1)
+        support, queries = embed_episodes(self.embed, support_x, query_x)
         n_classes = int(support_y.max()) + 1
         return self.logits(
             queries, self.class_prototypes(support, support_y, n_classes)

@@ -1,4 +1,4 @@
-"""A fused first block for a max-pool Conv4 on grey images.
+"""A fused first block for a max-pool Conv4 on images of at most three channels.
 
 Two functions are the interface, used by :class:`~sklearn_meta.nn.backbones.Conv4`
 only: :func:`can_fuse` and :func:`fused_forward`.
@@ -15,7 +15,7 @@ from torch import nn
 from torch.autograd.function import once_differentiable
 
 # ----------------------------------------------------------------------
-# The first block of a Conv4 on grey images, fused
+# The first block of a Conv4 on grey (or colour) images, fused
 #
 # Its full-resolution tensors are the largest of a MAML task's graph. One
 # autograd node (3x3 convolution, batch-statistics BatchNorm, ReLU, 2x2
@@ -23,8 +23,8 @@ from torch.autograd.function import once_differentiable
 # and keeps far less:
 #
 # - the convolution is a matrix product over 3x3 patches (oneDNN's weight
-#   gradient was several times slower there), so BatchNorm's statistics follow from the
-#   patches' covariance;
+#   gradient was several times slower there), so BatchNorm's statistics
+#   follow from the patches' covariance;
 # - the pool is taken on the convolution output: BatchNorm is a per-channel
 #   affine map and ReLU is monotone, so they commute with the max (a channel
 #   with a negative scale pools the minimum instead) and then run on a

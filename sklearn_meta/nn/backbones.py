@@ -366,10 +366,11 @@ class Conv4(nn.Module):
         """``self(x)`` with ``params``, the first block fused where it applies.
 
         On a CPU, for the max-pool layout normalising with batch statistics
-        and grey images, the first block is one fused autograd node
-        (``nn/_fused_conv4.py``): fewer full-resolution passes and a much
-        smaller graph than the native layers; twice differentiable, also
-        inside :func:`torch.func.grad`. MAML calls this for every pass.
+        and images of at most three channels, the first block is one fused
+        autograd node (``nn/_fused_conv4.py``): fewer full-resolution passes
+        and a much smaller graph than the native layers; twice
+        differentiable, also inside :func:`torch.func.grad`. MAML calls this
+        for every pass.
 
         Parameters
         ----------
